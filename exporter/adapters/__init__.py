@@ -1,0 +1,1 @@
+"""Backends of the ports: SQLite and Redis (queue, ledger), aioboto3 (OBS), in-process limiter."""

@@ -1,0 +1,101 @@
+"""structlog set-up: JSON or console lines, context bound per batch/chunk, secrets redacted.
+
+Redaction is a plain processor (event dict in, event dict out) placed last before rendering, so no
+component can forget it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretStr
+
+__all__ = ["REDACTED", "configure_logging", "redact", "redact_text", "register_secret"]
+
+REDACTED = "***"
+_SENSITIVE_KEY = re.compile(
+    r"(^|_|-)(ak|sk|secret|password|passwd|token|authorization|credential|signature|x-auth-token"
+    r"|x-security-token|access[_-]?key)($|_|-)",
+    re.IGNORECASE,
+)
+_SENSITIVE_TEXT = [
+    re.compile(
+        r"(SDK-HMAC-\w+|V11-HMAC-\w+)\s+Access=[^,\s]+,\s*SignedHeaders=[^,\s]+,\s*Signature=[0-9a-f]+"
+    ),
+    re.compile(
+        r"(?i)(authorization|x-auth-token|x-security-token|password)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+    ),
+    re.compile(r"(?i)(redis|rediss)://[^:@/\s]*:[^@/\s]+@"),
+]
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | SecretStr | None) -> None:
+    """Remember a secret value so it is masked wherever it appears in a log line, even inside text."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value and len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    """Mask known secret values and anything shaped like a signature, token header or URL password."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _SENSITIVE_TEXT[0].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _SENSITIVE_TEXT[1].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _SENSITIVE_TEXT[2].sub(lambda m: f"{m.group(1)}://{REDACTED}@", text)
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SENSITIVE_KEY.search(key) and value is not None and not isinstance(value, bool | int | float):
+        return REDACTED
+    if isinstance(value, SecretStr):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, MutableMapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(repr(value))
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret-looking keys and secret values anywhere in the event."""
+    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+
+
+def configure_logging(
+    fmt: str = "json",
+    level: str = "info",
+    stream: TextIO | None = None,
+    secrets: Iterable[str | SecretStr | None] = (),
+) -> None:
+    """Set structlog up once per process: timestamps, level, context vars, redaction, renderer."""
+    for secret in secrets:
+        register_secret(secret)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )

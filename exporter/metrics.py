@@ -1,0 +1,69 @@
+"""Prometheus metrics of the exporter, defined once; components increment them, `/metrics` serves them.
+
+Labels stay low-cardinality (outcome, reason, state), never batch or job IDs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "CHUNKS",
+    "DEAD_LETTERS",
+    "DLI_LATENCY",
+    "DLI_REQUESTS",
+    "DLI_RETRIES",
+    "DUPLICATE_IDS",
+    "INFLIGHT",
+    "QUEUE_DEPTH",
+    "RATE_LIMIT_WAIT",
+    "REGISTRY",
+    "VERIFY_LATENCY",
+    "VERIFY_RESULTS",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+DLI_REQUESTS = Counter(
+    "exporter_dli_requests",
+    "Requests sent to DLI, by operation and outcome (ok, throttled, server_error, permanent, ...)",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
+DLI_LATENCY = Histogram(
+    "exporter_dli_request_seconds",
+    "Latency of single DLI requests",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+DLI_RETRIES = Counter(
+    "exporter_dli_retries", "DLI requests retried, by reason", ["reason"], registry=REGISTRY
+)
+RATE_LIMIT_WAIT = Histogram(
+    "exporter_rate_limit_wait_seconds",
+    "Time spent waiting for a rate-limiter slot",
+    buckets=(0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+VERIFY_RESULTS = Counter(
+    "exporter_verify_results",
+    "ZIP verifications, by outcome (verified, missing, empty, invalid, error)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+VERIFY_LATENCY = Histogram(
+    "exporter_verify_seconds",
+    "Time to verify one ZIP in OBS, grace retries included",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CHUNKS = Counter("exporter_chunks", "Chunk transitions, by the state reached", ["state"], registry=REGISTRY)
+INFLIGHT = Gauge("exporter_inflight_exports", "Export requests in flight", registry=REGISTRY)
+QUEUE_DEPTH = Gauge("exporter_queue_depth", "Messages waiting or in flight", registry=REGISTRY)
+DEAD_LETTERS = Counter(
+    "exporter_dead_letters", "Messages parked in dead letters, by reason kind", ["kind"], registry=REGISTRY
+)
+DUPLICATE_IDS = Counter("exporter_duplicate_job_ids", "Repeated job IDs dropped at intake", registry=REGISTRY)

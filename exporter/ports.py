@@ -1,0 +1,191 @@
+"""The seams of the exporter: the only things `pipeline.py` and `worker.py` know about I/O.
+
+Each Protocol has one real implementation per backend (SQLite, Redis, aiohttp, aioboto3) and in-memory
+fakes in the unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.models import (
+    BatchInfo,
+    BatchState,
+    ChunkRecord,
+    ExportResult,
+    JobSummary,
+    ListFilters,
+    ObjectInfo,
+)
+
+__all__ = [
+    "BatchQueue",
+    "Claim",
+    "Clock",
+    "DeadLetter",
+    "DliApi",
+    "Ledger",
+    "ObjectStore",
+    "RateLimiter",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A message handed to one consumer until `lease_until` (backend clock) unless extended or acked."""
+
+    message_id: str
+    body: str
+    deliveries: int
+    consumer: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message parked because it can never be processed, with the reason."""
+
+    dead_letter_id: str
+    body: str
+    reason: str
+    deliveries: int
+    created_at: float
+
+
+class BatchQueue(Protocol):
+    """Durable queue of batch messages with leases (at-least-once delivery)."""
+
+    async def put(self, batch_id: str, body: str) -> bool:
+        """Enqueue; False (and nothing enqueued) when a message for `batch_id` was accepted before."""
+        ...
+
+    async def put_raw(self, body: str) -> str:
+        """Enqueue a body as it is, without the batch-id check (older producers, tests); returns its ID."""
+        ...
+
+    async def claim(self, consumer: str, lease_seconds: float) -> Claim | None:
+        """Take the next visible message (new, nacked past its delay, or whose lease expired)."""
+        ...
+
+    async def extend(self, claim: Claim, lease_seconds: float) -> bool:
+        """Push the lease forward; False when the claim was lost to another consumer."""
+        ...
+
+    async def ack(self, claim: Claim) -> None:
+        """Done: remove the message for good."""
+        ...
+
+    async def nack(self, claim: Claim, delay_seconds: float) -> None:
+        """Hand the message back, visible again after `delay_seconds`."""
+        ...
+
+    async def dead_letter(self, claim: Claim, reason: str) -> None:
+        """Remove the message from the queue and park it with the reason."""
+        ...
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every parked message, oldest first."""
+        ...
+
+    async def requeue(self, dead_letter_id: str) -> bool:
+        """Put a parked message back on the queue; False when there is no such dead letter."""
+        ...
+
+    async def depth(self) -> int:
+        """Messages waiting or in flight (not dead letters)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` if the backend cannot be reached."""
+        ...
+
+
+class Ledger(Protocol):
+    """Per-chunk state of every batch: what was exported, verified, failed, and why."""
+
+    async def create_batch(self, info: BatchInfo, chunks: Sequence[Sequence[int]]) -> bool:
+        """Record a batch and its planned chunks; False (nothing changed) if the batch exists already."""
+        ...
+
+    async def get_batch(self, batch_id: str) -> BatchInfo | None:
+        """The batch with up-to-date totals, or None."""
+        ...
+
+    async def open_chunks(self, batch_id: str) -> list[ChunkRecord]:
+        """Chunks not yet terminal (pending or exported), in index order."""
+        ...
+
+    async def save_chunk(self, chunk: ChunkRecord) -> None:
+        """Persist a chunk's state, segments, attempts and error durably before returning."""
+        ...
+
+    def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
+        """Every chunk of a batch in index order, streamed (a batch may hold a million IDs)."""
+        ...
+
+    async def set_batch_state(self, batch_id: str, state: BatchState) -> None:
+        """Mark the batch running / completed / completed_with_failures."""
+        ...
+
+    async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
+        """Own a chunk for `ttl_seconds` so no other replica exports it at the same time."""
+        ...
+
+    async def release_chunk(self, batch_id: str, index: int, owner: str) -> None:
+        """Give up ownership early (chunk done or handed back)."""
+        ...
+
+    async def list_batches(self, limit: int = 100) -> list[BatchInfo]:
+        """The most recent batches, newest first."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Admits requests to DLI at the configured rate, shared by every task (and replica)."""
+
+    async def acquire(self) -> float:
+        """Wait for one request slot; return the seconds waited."""
+        ...
+
+    async def pause(self, seconds: float) -> None:
+        """DLI said 429: nobody gets a slot for `seconds` (Retry-After)."""
+        ...
+
+
+class DliApi(Protocol):
+    """The DLI calls the exporter needs."""
+
+    async def export_jobs(self, project_id: str, obs_dir: str, job_ids: Sequence[int]) -> ExportResult:
+        """Export the selected jobs; raises Transient / Permanent / AuthError."""
+        ...
+
+    def list_jobs(self, project_id: str, filters: ListFilters | None = None) -> AsyncIterator[JobSummary]:
+        """Every job matching the filters, page after page."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """The OBS operations verification and report upload need."""
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Size and ETag, or None when the object does not exist (404)."""
+        ...
+
+    async def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes `start..end` inclusive (HTTP Range semantics)."""
+        ...
+
+    async def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        """Write an object (the batch report and manifest)."""
+        ...
+
+
+class Clock(Protocol):
+    """Time, injectable so unit tests move it by hand."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...

@@ -1,0 +1,187 @@
+"""Every setting of the exporter, from `EXPORTER_*` variables, an optional TOML file, then flags.
+
+Invalid values fail at start-up with a message that names the variable and says what is allowed; secrets
+are `SecretStr`, so they never appear in `repr`, logs or validation errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from exporter.errors import ConfigError
+from exporter.models import check_project_id
+
+__all__ = ["ENV_PREFIX", "Settings", "format_validation_error", "load_settings"]
+
+ENV_PREFIX = "EXPORTER_"
+CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
+
+
+def _check_http_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://dli.example.com")
+    return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    """The exporter's configuration. Field `x` is read from `EXPORTER_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    # --- DLI -------------------------------------------------------------------------------------------
+    dli_endpoint: str | None = Field(default=None, description="DLI API base URL")
+    project_id: str | None = Field(default=None, description="default project for submit")
+    ak: SecretStr | None = Field(default=None, description="access key ID")
+    sk: SecretStr | None = Field(default=None, description="secret access key")
+    security_token: SecretStr | None = Field(default=None, description="token of temporary AK/SK")
+    auth_token: SecretStr | None = Field(default=None, description="IAM token instead of AK/SK")
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    read_timeout: float = Field(default=30.0, gt=0, le=3600)
+    pool_size: int = Field(default=100, ge=1, le=10_000)
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    retry_max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_initial_backoff: float = Field(default=0.5, gt=0, le=60)
+    retry_max_backoff: float = Field(default=30.0, gt=0, le=3600)
+    retry_deadline: float = Field(default=300.0, gt=0, le=86_400)
+
+    # --- rate and concurrency ---------------------------------------------------------------------------
+    rate_limit: float = Field(default=10.0, gt=0, le=100_000, description="requests/s to DLI, all replicas")
+    rate_burst: int = Field(default=1, ge=1, le=10_000)
+    concurrency: int = Field(default=16, ge=1, le=10_000)
+    chunk_size: int = Field(default=100, ge=1, le=1000)
+    max_jobs_per_batch: int = Field(default=1_000_000, ge=1)
+
+    # --- OBS ----------------------------------------------------------------------------------------------
+    obs_endpoint: str | None = None
+    obs_region: str = Field(default="cn-north-4", min_length=1, max_length=64)
+    obs_addressing_style: Literal["virtual", "path", "auto"] = "virtual"
+    obs_ak: SecretStr | None = Field(default=None, description="defaults to EXPORTER_AK")
+    obs_sk: SecretStr | None = Field(default=None, description="defaults to EXPORTER_SK")
+    verify_grace_seconds: float = Field(default=120.0, ge=0, le=86_400)
+    verify_concurrency: int = Field(default=32, ge=1, le=10_000)
+    verify_zip: bool = False
+    upload_manifest: bool = False
+
+    # --- queue, ledger, daemon --------------------------------------------------------------------------
+    queue_url: str = "sqlite:///./exporter.db"
+    redis_key_prefix: str = Field(default="dli-exporter", min_length=1, max_length=64)
+    redis_consumer_group: str = Field(default="exporters", min_length=1, max_length=64)
+    redis_password: SecretStr | None = None
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    max_deliveries: int = Field(default=5, ge=1, le=1000)
+    max_batches: int = Field(default=2, ge=1, le=100, description="batches worked on at once")
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    drain_seconds: float = Field(default=30.0, ge=0, le=3600)
+    report_dir: Path = Path("./reports")
+    http_host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and metrics to the cluster
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    # --- logs -----------------------------------------------------------------------------------------------
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("dli_endpoint", "obs_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_http_url(value)
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else check_project_id(value)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"sqlite", "redis", "rediss"}:
+            raise ValueError("must start with sqlite:/// (a file) or redis:// / rediss:// (host:port/db)")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle {value} is not a readable file")
+        return value
+
+    @field_validator("log_format", "log_level", "obs_addressing_style", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) beat environment, which beats the TOML file named by EXPORTER_CONFIG_FILE."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    # --- derived ---------------------------------------------------------------------------------------
+    @property
+    def uses_redis(self) -> bool:
+        return urlsplit(self.queue_url).scheme in {"redis", "rediss"}
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError naming every listed setting that is unset (for commands that need them)."""
+        missing = [f"{ENV_PREFIX}{name.upper()}" for name in names if getattr(self, name) in (None, "")]
+        if missing:
+            raise ConfigError(f"missing required setting(s): {', '.join(missing)}")
+
+    def require_credentials(self) -> None:
+        """DLI needs either AK and SK, or an IAM token."""
+        if self.auth_token is None and (self.ak is None or self.sk is None):
+            raise ConfigError(
+                f"DLI credentials missing: set {ENV_PREFIX}AK and {ENV_PREFIX}SK "
+                f"(plus {ENV_PREFIX}SECURITY_TOKEN for temporary credentials) or {ENV_PREFIX}AUTH_TOKEN"
+            )
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per bad setting: `EXPORTER_RATE_LIMIT: must be greater than 0`."""
+    lines = []
+    for item in error.errors():
+        name = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from environment, config file and `overrides` (flags); ConfigError when invalid."""
+    config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: {config_file} is not a readable file")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
