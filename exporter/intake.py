@@ -1,0 +1,102 @@
+"""Turning user input (flags, ID files, HTTP bodies, queue messages) into a valid BatchRequest.
+
+Everything here is pure and raises only `InvalidInput` with a message a person can act on, so the CLI,
+`POST /batches` and the worker refuse bad input with the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from exporter.errors import InvalidInput
+from exporter.models import MAX_JOB_ID, BatchRequest
+
+__all__ = [
+    "build_request",
+    "describe_validation_error",
+    "new_batch_id",
+    "parse_batch_message",
+    "parse_id_lines",
+    "parse_id_list",
+    "parse_tags",
+]
+
+
+def new_batch_id() -> str:
+    """A fresh, sortable-enough, unique batch ID for submissions that do not name one."""
+    return f"b-{uuid.uuid4().hex[:16]}"
+
+
+def _parse_job_id(text: str, where: str) -> int:
+    token = text.strip()
+    if not token.isdigit() or not token.isascii():
+        raise InvalidInput(f"{where}: {token!r} is not a job ID (a positive whole number)", field="job_ids")
+    value = int(token)
+    if not 1 <= value <= MAX_JOB_ID:
+        raise InvalidInput(f"{where}: job ID {value} is out of range 1..{MAX_JOB_ID}", field="job_ids")
+    return value
+
+
+def parse_id_list(text: str) -> list[int]:
+    """Parse `1,2, 3` (commas and/or spaces) into IDs; duplicates are kept for the model to count."""
+    tokens = [token for token in text.replace(",", " ").split() if token]
+    return [_parse_job_id(token, f"--job-ids item {n}") for n, token in enumerate(tokens, start=1)]
+
+
+def parse_id_lines(lines: Iterable[str], source: str = "IDs file") -> Iterator[int]:
+    """Yield one ID per line; blank lines and `#` comments are allowed, anything else names its line."""
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            yield _parse_job_id(line, f"{source} line {number}")
+
+
+def parse_tags(pairs: Iterable[str]) -> str | None:
+    """`K=V` flags into DLI's `tags` filter (comma-separated `k=v`); a pair without `=` is an error."""
+    cleaned = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"tag {pair!r} must look like KEY=VALUE", field="tags")
+        cleaned.append(f"{key.strip()}={value.strip()}")
+    return ",".join(cleaned) or None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`job_ids.3: Input should be greater than or equal to 1` lines, without echoing huge inputs."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "message"
+        parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts[:10]) + (f" (and {len(parts) - 10} more)" if len(parts) > 10 else "")
+
+
+def build_request(data: dict[str, Any], *, max_jobs: int | None = None) -> BatchRequest:
+    """Validate a request dict into a BatchRequest, enforcing the per-batch ID limit."""
+    try:
+        request = BatchRequest.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(describe_validation_error(error)) from None
+    if max_jobs is not None and request.job_ids is not None and len(request.job_ids) > max_jobs:
+        raise InvalidInput(
+            f"batch has {len(request.job_ids)} job IDs, more than the limit of {max_jobs} "
+            "(EXPORTER_MAX_JOBS_PER_BATCH); split it into several batches",
+            field="job_ids",
+        )
+    return request
+
+
+def parse_batch_message(body: str | bytes, *, max_jobs: int | None = None) -> BatchRequest:
+    """Parse a queue message; malformed JSON or an invalid request raises InvalidInput with the reason."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"message is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"message must be a JSON object, not {type(data).__name__}")
+    return build_request(data, max_jobs=max_jobs)

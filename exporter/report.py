@@ -1,0 +1,122 @@
+"""The batch report (JSON) and manifest (JSON Lines), streamed chunk by chunk.
+
+A batch may hold a million IDs, so neither file is built in memory: rows are written as the ledger
+streams chunks out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from exporter.models import BatchInfo, ChunkRecord
+
+__all__ = ["ReportPaths", "report_header", "report_rows", "stream_report", "write_report_files"]
+
+
+class ReportPaths:
+    """Where the report and the manifest of one batch were written."""
+
+    __slots__ = ("manifest", "report")
+
+    def __init__(self, report: Path, manifest: Path) -> None:
+        self.report = report
+        self.manifest = manifest
+
+
+def report_header(info: BatchInfo) -> dict[str, Any]:
+    """Everything of the report but its chunks."""
+    return {
+        "batch_id": info.batch_id,
+        "project_id": info.project_id,
+        "obs_dir": info.obs_dir,
+        "campaign": info.campaign,
+        "state": info.state.value,
+        "totals": info.totals.model_dump(),
+        "duplicates_dropped": info.duplicates_dropped,
+        "created_at": info.created_at,
+        "finished_at": info.finished_at,
+    }
+
+
+async def report_rows(chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
+    """Each row of `chunks[]` as compact JSON, in chunk order (also the manifest's lines)."""
+    async for chunk in chunks:
+        for row in chunk.report_rows():
+            yield json.dumps(row, separators=(",", ":"))
+
+
+def _report_opening(info: BatchInfo) -> str:
+    header = json.dumps(report_header(info), separators=(",", ":"))
+    return header[:-1] + ',"chunks":['
+
+
+async def stream_report(info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
+    """The JSON report as text pieces: header, then `chunks[]` one row at a time."""
+    yield _report_opening(info)
+    separator = ""
+    async for row in report_rows(chunks):
+        yield separator + row
+        separator = ","
+    yield "]}\n"
+
+
+class _AtomicPair:
+    """Report and manifest written to temp files off the event loop, renamed into place at the end."""
+
+    def __init__(self, paths: ReportPaths) -> None:
+        self._final = (paths.report, paths.manifest)
+        self._temp = (paths.report.with_suffix(".json.tmp"), paths.manifest.with_suffix(".jsonl.tmp"))
+        self._handles = [path.open("w", encoding="utf-8") for path in self._temp]
+
+    def write(self, report: str, manifest: str) -> None:
+        self._handles[0].write(report)
+        self._handles[1].write(manifest)
+
+    def commit(self) -> None:
+        for handle in self._handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for temp, final in zip(self._temp, self._final, strict=True):
+            temp.replace(final)
+
+    def abort(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        for temp in self._temp:
+            temp.unlink(missing_ok=True)
+
+
+_FLUSH_ROWS = 2000
+
+
+async def write_report_files(
+    directory: Path, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]
+) -> ReportPaths:
+    """Write `<batch>.json` and `<batch>.jsonl` atomically; file I/O runs in a thread, in slices."""
+    paths = ReportPaths(directory / f"{info.batch_id}.json", directory / f"{info.batch_id}.jsonl")
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    files = await asyncio.to_thread(_AtomicPair, paths)
+    try:
+        report: list[str] = [_report_opening(info)]
+        manifest: list[str] = []
+        separator = ""
+        async for row in report_rows(chunks):
+            report.append(separator + row)
+            manifest.append(row + "\n")
+            separator = ","
+            if len(manifest) >= _FLUSH_ROWS:
+                await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
+                report, manifest = [""], []
+        report.append("]}\n")
+        await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
+        await asyncio.to_thread(files.commit)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(files.abort))
+        raise
+    return paths

@@ -1,0 +1,232 @@
+"""In-memory fakes of the ports, for unit tests of the pipeline and the worker (no I/O, no real time)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from exporter.errors import Permanent
+from exporter.models import (
+    BatchInfo,
+    BatchState,
+    ChunkRecord,
+    ChunkState,
+    ExportResult,
+    JobSummary,
+    ListFilters,
+    ObjectInfo,
+    Totals,
+)
+from exporter.ports import Claim, DeadLetter
+
+
+class ManualClock:
+    """Time moves only when someone sleeps: sleeping advances it at once and yields to the loop."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def totals_of(chunks: Sequence[ChunkRecord]) -> Totals:
+    """Totals computed the slow, obvious way: what the real ledgers must agree with."""
+    totals = Totals(chunks=len(chunks), jobs=sum(len(c.job_ids) for c in chunks))
+    for chunk in chunks:
+        if chunk.state is ChunkState.PENDING:
+            totals.pending += 1
+        elif chunk.state is ChunkState.EXPORTED:
+            totals.exported += 1
+        else:
+            if chunk.state is ChunkState.VERIFIED:
+                totals.chunks_verified += 1
+            else:
+                totals.chunks_failed += 1
+            segments = chunk.segments or []
+            if not segments:
+                totals.failed += len(chunk.job_ids)
+            for segment in segments:
+                if segment.state is ChunkState.VERIFIED:
+                    totals.verified += len(segment.job_ids)
+                else:
+                    totals.failed += len(segment.job_ids)
+    return totals
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.batches: dict[str, BatchInfo] = {}
+        self.chunk_rows: dict[str, list[ChunkRecord]] = {}
+        self.saves: list[ChunkRecord] = []
+        self.owners: dict[tuple[str, int], str] = {}
+
+    async def create_batch(self, info: BatchInfo, chunks: Sequence[Sequence[int]]) -> bool:
+        if info.batch_id in self.batches:
+            return False
+        self.batches[info.batch_id] = info
+        self.chunk_rows[info.batch_id] = [
+            ChunkRecord(batch_id=info.batch_id, index=i, job_ids=list(ids)) for i, ids in enumerate(chunks)
+        ]
+        return True
+
+    async def get_batch(self, batch_id: str) -> BatchInfo | None:
+        info = self.batches.get(batch_id)
+        if info is None:
+            return None
+        return info.model_copy(update={"totals": totals_of(self.chunk_rows[batch_id])})
+
+    async def open_chunks(self, batch_id: str) -> list[ChunkRecord]:
+        return [c for c in self.chunk_rows[batch_id] if not c.state.terminal]
+
+    async def save_chunk(self, chunk: ChunkRecord) -> None:
+        self.saves.append(chunk)
+        self.chunk_rows[chunk.batch_id][chunk.index] = chunk
+
+    async def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
+        for chunk in list(self.chunk_rows[batch_id]):
+            yield chunk
+
+    async def set_batch_state(self, batch_id: str, state: BatchState) -> None:
+        self.batches[batch_id] = self.batches[batch_id].model_copy(update={"state": state})
+
+    async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
+        return self.owners.setdefault((batch_id, index), owner) == owner
+
+    async def release_chunk(self, batch_id: str, index: int, owner: str) -> None:
+        if self.owners.get((batch_id, index)) == owner:
+            del self.owners[(batch_id, index)]
+
+    async def list_batches(self, limit: int = 100) -> list[BatchInfo]:
+        return list(self.batches.values())[:limit]
+
+
+@dataclass
+class FakeDli:
+    """DLI that knows jobs 1..known (minus `missing`), writes ZIP paths into `store`, fails on cue."""
+
+    store: FakeStore
+    known: int = 10_000
+    missing: set[int] = field(default_factory=set)
+    fail_next: list[BaseException] = field(default_factory=list)
+    calls: list[list[int]] = field(default_factory=list)
+    late: bool = False
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def export_jobs(self, project_id: str, obs_dir: str, job_ids: Sequence[int]) -> ExportResult:
+        self.calls.append(list(job_ids))
+        await asyncio.sleep(0)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        unknown = [j for j in job_ids if j in self.missing or j > self.known]
+        if unknown:
+            raise Permanent(f"jobs {unknown} do not exist", code="DLI.0002", status=400)
+        path = f"{obs_dir}/export_{next(self.counter)}.zip"
+        if not self.late:
+            self.store.objects[path] = 100
+        return ExportResult(is_success=True, zip_files=[path])
+
+    async def list_jobs(
+        self, project_id: str, filters: ListFilters | None = None
+    ) -> AsyncIterator[JobSummary]:
+        for job_id in range(1, self.known + 1):
+            if job_id not in self.missing:
+                yield JobSummary(job_id=job_id)
+
+
+@dataclass
+class FakeStore:
+    objects: dict[str, int] = field(default_factory=dict)
+    heads: int = 0
+    on_head: Callable[[str], None] | None = None
+    uploads: dict[str, bytes] = field(default_factory=dict)
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        self.heads += 1
+        path = f"{bucket}/{key}"
+        if self.on_head is not None:
+            self.on_head(path)
+        size = self.objects.get(path)
+        return None if size is None else ObjectInfo(size=size, etag="e" + str(size))
+
+    async def read_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        return b""
+
+    async def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        self.uploads[f"{bucket}/{key}"] = body
+
+
+class FakeQueue:
+    """A queue with leases measured on a ManualClock."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.messages: dict[str, dict[str, object]] = {}
+        self.accepted: set[str] = set()
+        self.parked: list[DeadLetter] = []
+        self.acked: list[str] = []
+        self.nacked: list[tuple[str, float]] = []
+        self.ids = itertools.count(1)
+
+    async def put(self, batch_id: str, body: str) -> bool:
+        if batch_id in self.accepted:
+            return False
+        self.accepted.add(batch_id)
+        await self.put_raw(body)
+        return True
+
+    async def put_raw(self, body: str) -> str:
+        message_id = str(next(self.ids))
+        self.messages[message_id] = {"body": body, "visible_at": 0.0, "deliveries": 0}
+        return message_id
+
+    async def claim(self, consumer: str, lease_seconds: float) -> Claim | None:
+        for message_id, message in self.messages.items():
+            if float(message["visible_at"]) <= self.clock.now:  # type: ignore[arg-type]
+                message["visible_at"] = self.clock.now + lease_seconds
+                message["deliveries"] = int(message["deliveries"]) + 1  # type: ignore[call-overload]
+                return Claim(message_id, str(message["body"]), int(message["deliveries"]), consumer)  # type: ignore[call-overload]
+        return None
+
+    async def extend(self, claim: Claim, lease_seconds: float) -> bool:
+        if claim.message_id not in self.messages:
+            return False
+        self.messages[claim.message_id]["visible_at"] = self.clock.now + lease_seconds
+        return True
+
+    async def ack(self, claim: Claim) -> None:
+        self.messages.pop(claim.message_id, None)
+        self.acked.append(claim.message_id)
+
+    async def nack(self, claim: Claim, delay_seconds: float) -> None:
+        self.nacked.append((claim.message_id, delay_seconds))
+        if claim.message_id in self.messages:
+            self.messages[claim.message_id]["visible_at"] = self.clock.now + delay_seconds
+            self.messages[claim.message_id]["deliveries"] = 0
+
+    async def dead_letter(self, claim: Claim, reason: str) -> None:
+        self.messages.pop(claim.message_id, None)
+        self.parked.append(DeadLetter(claim.message_id, claim.body, reason, claim.deliveries, self.clock.now))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return list(self.parked)
+
+    async def requeue(self, dead_letter_id: str) -> bool:
+        return False
+
+    async def depth(self) -> int:
+        return len(self.messages)
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,174 @@
+"""The pipeline over in-memory fakes: chunking, bisection, verification outcomes, redelivery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
+
+from exporter.errors import AuthError, Permanent, Transient
+from exporter.models import BatchRequest, BatchState, ChunkState
+from exporter.pipeline import Pipeline, PipelineOptions
+
+
+def make(
+    tmp_path: Path, **option_overrides: object
+) -> tuple[Pipeline, FakeDli, FakeStore, FakeLedger, ManualClock]:
+    clock = ManualClock()
+    store = FakeStore()
+    dli = FakeDli(store=store)
+    ledger = FakeLedger()
+    defaults: dict[str, object] = {"concurrency": 4, "verify_concurrency": 4, "verify_grace_seconds": 10}
+    options = PipelineOptions(report_dir=tmp_path, **{**defaults, **option_overrides})  # type: ignore[arg-type]
+    return Pipeline(dli, store, ledger, options, owner="w1", clock=clock), dli, store, ledger, clock
+
+
+def request(job_ids: list[int] | None = None, chunk_size: int = 10, **extra: object) -> BatchRequest:
+    return BatchRequest(
+        batch_id="b1",
+        project_id="p1",
+        obs_dir="bucket/prefix",
+        job_ids=job_ids,
+        chunk_size=chunk_size,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def test_every_id_verified_and_report_written(tmp_path: Path) -> None:
+    """A clean batch ends completed, every ID verified once, with report and manifest on disk."""
+    pipeline, dli, _, _, _ = make(tmp_path)
+    result = await pipeline.run_batch(request(list(range(1, 96))))
+    assert result.done and result.info is not None
+    assert result.info.state is BatchState.COMPLETED
+    assert result.info.totals.verified == 95 and result.info.totals.chunks == 10
+    report = json.loads((tmp_path / "b1.json").read_text())
+    reported = [j for row in report["chunks"] for j in row["job_ids"]]
+    assert sorted(reported) == list(range(1, 96))
+    assert all(row["state"] == "verified" and row["zip_files"][0]["verified"] for row in report["chunks"])
+    assert len((tmp_path / "b1.jsonl").read_text().splitlines()) == 10
+    assert sum(len(call) for call in dli.calls) == 95
+
+
+async def test_unknown_id_is_bisected_out_and_fails_alone(tmp_path: Path) -> None:
+    """One unknown ID in a chunk of 16 fails alone with DLI.0002; the other 15 are verified."""
+    pipeline, dli, _, _, _ = make(tmp_path)
+    dli.missing = {7}
+    result = await pipeline.run_batch(request(list(range(1, 17)), chunk_size=16))
+    assert result.info is not None and result.info.state is BatchState.COMPLETED_WITH_FAILURES
+    assert result.info.totals.verified == 15 and result.info.totals.failed == 1
+    rows = json.loads((tmp_path / "b1.json").read_text())["chunks"]
+    failed = [row for row in rows if row["state"] == "failed"]
+    assert failed == [
+        {
+            "index": 0,
+            "part": failed[0]["part"],
+            "job_ids": [7],
+            "state": "failed",
+            "zip_files": [],
+            "attempts": 1,
+            "error": {"code": "DLI.0002", "message": failed[0]["error"]["message"]},
+        }
+    ]
+    assert sorted(j for row in rows for j in row["job_ids"]) == list(range(1, 17))
+
+
+async def test_transient_failure_defers_and_next_pass_finishes(tmp_path: Path) -> None:
+    """A chunk whose export keeps failing transiently stays pending; a later pass completes the batch."""
+    pipeline, dli, _, ledger, _ = make(tmp_path, concurrency=1)
+    dli.fail_next = [Transient("busy", reason="throttled", retry_after=7)]
+    first = await pipeline.run_batch(request(list(range(1, 31))))
+    assert not first.done and first.retry_after == 7 and "throttled" in first.reason
+    assert (await ledger.get_batch("b1")).totals.pending == 1  # type: ignore[union-attr]
+    second = await pipeline.run_batch(request(list(range(1, 31))))
+    assert second.done and second.info is not None and second.info.totals.verified == 30
+
+
+async def test_redelivered_finished_batch_makes_no_export_calls(tmp_path: Path) -> None:
+    """A batch whose chunks are all verified, delivered again, exports nothing and re-reports."""
+    pipeline, dli, _, _, _ = make(tmp_path)
+    await pipeline.run_batch(request(list(range(1, 51))))
+    calls = len(dli.calls)
+    again = await pipeline.run_batch(request(list(range(1, 51))))
+    assert again.done and len(dli.calls) == calls
+
+
+async def test_late_zip_is_found_within_grace(tmp_path: Path) -> None:
+    """A ZIP that appears after a few HEADs is verified, not reported missing."""
+    pipeline, dli, store, _, _ = make(tmp_path)
+    dli.late = True
+    seen: dict[str, int] = {}
+
+    def appear_on_third_head(path: str) -> None:
+        seen[path] = seen.get(path, 0) + 1
+        if seen[path] == 3:
+            store.objects[path] = 10
+
+    store.on_head = appear_on_third_head
+    result = await pipeline.run_batch(request([1, 2, 3]))
+    assert result.info is not None and result.info.totals.verified == 3
+
+
+async def test_zip_never_appearing_is_failed_as_missing(tmp_path: Path) -> None:
+    """A ZIP still absent after the grace period fails its chunk with ZIP_MISSING."""
+    pipeline, dli, _, _, clock = make(tmp_path)
+    dli.late = True
+    started = clock.now
+    result = await pipeline.run_batch(request([1, 2, 3]))
+    assert result.info is not None and result.info.totals.failed == 3
+    rows = json.loads((tmp_path / "b1.json").read_text())["chunks"]
+    assert rows[0]["error"]["code"] == "ZIP_MISSING"
+    assert clock.now - started >= 10
+
+
+async def test_empty_zip_fails_with_reason(tmp_path: Path) -> None:
+    """A zero-byte object is not a verified export."""
+    pipeline, _, store, _, _ = make(tmp_path)
+    store.on_head = lambda path: store.objects.__setitem__(path, 0)
+    await pipeline.run_batch(request([5]))
+    rows = json.loads((tmp_path / "b1.json").read_text())["chunks"]
+    assert rows[0]["error"]["code"] == "ZIP_EMPTY"
+
+
+async def test_auth_error_stops_the_pass(tmp_path: Path) -> None:
+    """Refused credentials abort the pass with AuthError; no chunk is marked failed for it."""
+    pipeline, dli, _, ledger, _ = make(tmp_path, concurrency=1)
+    dli.fail_next = [AuthError("denied", status=401, code="DLI.0013")]
+    with pytest.raises(AuthError):
+        await pipeline.run_batch(request(list(range(1, 21))))
+    info = await ledger.get_batch("b1")
+    assert info is not None and info.totals.failed == 0
+
+
+async def test_forbidden_is_not_bisected(tmp_path: Path) -> None:
+    """A 403 on a chunk fails the chunk as a whole instead of splitting it ID by ID."""
+    pipeline, dli, _, _, _ = make(tmp_path)
+    dli.fail_next = [Permanent("no rights", code="DLI.0003", status=403)]
+    await pipeline.run_batch(request(list(range(1, 9)), chunk_size=8))
+    assert len(dli.calls) == 1
+
+
+async def test_select_all_expands_through_listing(tmp_path: Path) -> None:
+    """`select_all` lists the project's jobs and exports them all."""
+    pipeline, dli, _, _, _ = make(tmp_path)
+    dli.known = 25
+    result = await pipeline.run_batch(request(None, select_all=True))
+    assert result.info is not None and result.info.totals.jobs == 25 and result.info.totals.verified == 25
+
+
+async def test_report_uploaded_next_to_exports(tmp_path: Path) -> None:
+    """With upload_manifest, report and manifest land under <obs_dir>/_reports/."""
+    pipeline, _, store, _, _ = make(tmp_path, upload_manifest=True)
+    await pipeline.run_batch(request([1, 2]))
+    assert set(store.uploads) == {"bucket/prefix/_reports/b1.json", "bucket/prefix/_reports/b1.jsonl"}
+
+
+async def test_chunk_owned_elsewhere_is_skipped(tmp_path: Path) -> None:
+    """With chunk ownership on, a chunk leased by another replica is left to it."""
+    pipeline, dli, _, ledger, _ = make(tmp_path, chunk_ownership=True)
+    ledger.owners[("b1", 1)] = "other"
+    result = await pipeline.run_batch(request(list(range(1, 21))))
+    assert not result.done
+    assert [c.state for c in ledger.chunk_rows["b1"]] == [ChunkState.VERIFIED, ChunkState.PENDING]
+    assert dli.calls == [list(range(1, 11))]
