@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -230,3 +232,45 @@ class FakeQueue:
 
     async def ping(self) -> None:
         return None
+
+
+class VirtualClock(ManualClock):
+    """Virtual time for concurrent sleepers: when every task is idle, jump to the earliest wake-up.
+
+    Use inside `async with clock.running():`; results are exact and repeatable, and nothing really sleeps.
+    """
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        super().__init__(start)
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sequence = itertools.count()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._sequence), future))
+        await future
+
+    async def _drive(self) -> None:
+        while True:
+            for _ in range(20):  # let every runnable task reach its next await
+                await asyncio.sleep(0)
+            while self._sleepers:
+                wake, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    self.now = max(self.now, wake)
+                    future.set_result(None)
+                    break
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        driver = asyncio.create_task(self._drive())
+        try:
+            yield
+        finally:
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driver

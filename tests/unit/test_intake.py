@@ -1,0 +1,123 @@
+"""Input validation: every bad value is refused with a message that says what and where."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.errors import InvalidInput
+from exporter.intake import build_request, parse_batch_message, parse_id_lines, parse_id_list, parse_tags
+from exporter.models import check_obs_dir, plan_chunks
+
+GOOD = {"batch_id": "b1", "project_id": "p1", "obs_dir": "bucket", "job_ids": [1]}
+
+
+def test_ids_file_allows_blanks_and_comments_and_names_bad_line() -> None:
+    """Blank lines and # comments are skipped; a bad line is reported with its number."""
+    assert list(parse_id_lines(["1", "", "# c", "2 # two"])) == [1, 2]
+    with pytest.raises(InvalidInput, match="line 3: 'x7' is not a job ID"):
+        list(parse_id_lines(["1", "2", "x7"]))
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1.5", "9223372036854775808", "١٢"])
+def test_job_id_must_be_a_positive_64_bit_integer(text: str) -> None:
+    """Zero, negatives, fractions, values beyond int64 and non-ASCII digits are refused."""
+    with pytest.raises(InvalidInput):
+        parse_id_list(text)
+
+
+def test_duplicates_are_removed_and_counted() -> None:
+    """Repeated IDs keep their first position and are counted as dropped."""
+    request = build_request({**GOOD, "job_ids": [3, 1, 3, 2, 1]})
+    assert request.job_ids == [3, 1, 2] and request.duplicates_dropped == 2
+
+
+@pytest.mark.parametrize(
+    ("obs_dir", "reason"),
+    [
+        ("ab", "3 to 63"),
+        ("Bucket", "lowercase"),
+        ("192.168.1.1", "IP address"),
+        ("a..b", "'..'"),
+        ("bucket/pre//fix", "'//'"),
+        ("bucket/../x", "'..' segments"),
+        ("-bucket", "start and end"),
+    ],
+)
+def test_bucket_and_prefix_rules(obs_dir: str, reason: str) -> None:
+    """Each OBS naming rule has its own message."""
+    with pytest.raises(ValueError, match=reason):
+        check_obs_dir(obs_dir)
+
+
+def test_obs_dir_normalised() -> None:
+    """A scheme and stray slashes are tolerated and removed."""
+    assert check_obs_dir("obs://bucket/a/b/") == "bucket/a/b"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"project_id": "has space"}, "letters and digits"),
+        ({"job_ids": []}, "selection is empty"),
+        ({"job_ids": None}, "selection is empty"),
+        ({"select_all": True}, "not both"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_request_refusals_name_the_field(change: dict[str, object], reason: str) -> None:
+    """Invalid requests raise InvalidInput naming the offending field or rule."""
+    with pytest.raises(InvalidInput, match=reason):
+        build_request({**GOOD, **change})
+
+
+def test_batch_limit_is_enforced() -> None:
+    """More IDs than EXPORTER_MAX_JOBS_PER_BATCH is refused, naming the setting."""
+    with pytest.raises(InvalidInput, match="EXPORTER_MAX_JOBS_PER_BATCH"):
+        build_request({**GOOD, "job_ids": [1, 2, 3]}, max_jobs=2)
+
+
+def test_tags_need_key_and_value() -> None:
+    """Tags become DLI's k=v list; a tag without '=' is refused."""
+    assert parse_tags(["a=1", "b = 2"]) == "a=1,b=2"
+    with pytest.raises(InvalidInput, match="KEY=VALUE"):
+        parse_tags(["nope"])
+
+
+def test_chunks_are_deterministic() -> None:
+    """Planning the same IDs twice yields the same chunks, in order, none larger than the size."""
+    ids = list(range(1, 24))
+    assert plan_chunks(ids, 10) == plan_chunks(ids, 10) == [ids[:10], ids[10:20], ids[20:]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_message_parsing_raises_only_invalid_input(body: bytes) -> None:
+    """Whatever bytes arrive on the queue, parsing either succeeds or raises InvalidInput."""
+    try:
+        parse_batch_message(body)
+    except InvalidInput:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["batch_id", "project_id", "obs_dir", "job_ids", "select_all", "chunk_size", "filters"]
+        ),
+        st.one_of(
+            st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=5), st.booleans()
+        ),
+    )
+)
+def test_structured_garbage_raises_only_invalid_input(data: dict[str, object]) -> None:
+    """JSON objects of the right keys but wrong values are refused with InvalidInput, never a crash."""
+    try:
+        parse_batch_message(json.dumps(data))
+    except InvalidInput:
+        pass
