@@ -315,11 +315,11 @@ def requeue(ctx: click.Context, dead_letter_id: str) -> None:
 @click.option("--jobs", type=int, help="Jobs 1..N exist (EXPORTER_SIM_JOBS).")
 def simulate(host: str, port: int, jobs: int | None) -> None:
     """Run the DLI simulator standalone (fault knobs: EXPORTER_SIM_* variables)."""
-    from exporter.simulator import SimulatorSettings, serve_simulator
+    from exporter.simulator import load_simulator_settings, serve_simulator
 
     try:
-        settings = SimulatorSettings(**({"sim_jobs": jobs} if jobs is not None else {}))
-    except ValueError as error:
+        settings = load_simulator_settings(sim_jobs=jobs)
+    except ConfigError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_INVALID)
     configure_logging("console", "info")
@@ -334,4 +334,4 @@ def demo(jobs: int, workdir: Path) -> None:
     """A whole campaign on this machine: simulator + local S3 + SQLite, then its report."""
     from exporter.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo(jobs=jobs, workdir=workdir)))
+    sys.exit(run_demo(jobs=jobs, workdir=workdir))

@@ -1,0 +1,123 @@
+"""A whole DLI + OBS stand-in on this machine: a local S3 server, a bucket, the DLI simulator.
+
+Used by `dli-exporter demo`, the end-to-end tests and the benchmarks, so all three run the exporter
+against the same real sockets. Needs the dev extras (moto's S3 server).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+
+from exporter.settings import Settings
+from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
+
+__all__ = ["DEV_AK", "DEV_PROJECT", "DEV_SK", "LocalStack", "create_bucket", "local_stack", "s3_server"]
+
+# Made-up credentials shared by the simulator and the exporter on this machine only.
+DEV_AK = "DEVAKEXAMPLE000000001"
+DEV_SK = "devSecretKeyExample00000000000000000001"
+DEV_PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStack:
+    s3_endpoint: str
+    bucket: str
+    simulator: SimulatorHandle
+    settings: Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free 127.0.0.1 port (a real HTTP server in a thread)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+async def create_bucket(endpoint: str, bucket: str) -> None:
+    """Create the bucket the exports go to (idempotent)."""
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=DEV_AK,
+        aws_secret_access_key=DEV_SK,
+    ) as client:
+        existing = await client.list_buckets()
+        if bucket not in {b["Name"] for b in existing.get("Buckets", [])}:
+            await client.create_bucket(Bucket=bucket)
+
+
+@asynccontextmanager
+async def local_stack(
+    *,
+    workdir: Path,
+    jobs: int = 1000,
+    missing_ids: frozenset[int] = frozenset(),
+    faults: dict[str, Any] | None = None,
+    bucket: str = "dli-exports",
+    s3_endpoint: str | None = None,
+    **exporter_settings: Any,
+) -> AsyncIterator[LocalStack]:
+    """Start (or reuse) an S3 server, create the bucket, start the simulator; yield exporter settings."""
+    with _maybe_s3(s3_endpoint) as endpoint:
+        await create_bucket(endpoint, bucket)
+        sim_settings = SimulatorSettings(
+            project_id=DEV_PROJECT,
+            ak=DEV_AK,
+            sk=DEV_SK,
+            obs_endpoint=endpoint,
+            obs_region="us-east-1",
+            sim_jobs=jobs,
+            sim_missing_ids=missing_ids,
+            **{f"sim_{k}": v for k, v in (faults or {}).items()},
+        )
+        async with running_simulator(sim_settings) as simulator:
+            settings = Settings(
+                **{
+                    "dli_endpoint": simulator.url,
+                    "project_id": DEV_PROJECT,
+                    "ak": DEV_AK,
+                    "sk": DEV_SK,
+                    "obs_endpoint": endpoint,
+                    "obs_region": "us-east-1",
+                    "obs_addressing_style": "path",
+                    "queue_url": f"sqlite:///{workdir / 'exporter.db'}",
+                    "report_dir": workdir / "reports",
+                    **exporter_settings,
+                }
+            )
+            yield LocalStack(endpoint, bucket, simulator, settings)
+
+
+@contextmanager
+def _maybe_s3(endpoint: str | None) -> Iterator[str]:
+    if endpoint is not None:
+        yield endpoint
+        return
+    with s3_server() as started:
+        yield started
