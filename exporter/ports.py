@@ -34,12 +34,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A message handed to one consumer until `lease_until` (backend clock) unless extended or acked."""
+    """A message handed to one consumer until its lease ends, unless extended, acked or handed back.
+
+    `deliveries` counts every hand-out; `handbacks` counts clean nacks (work deferred on purpose, e.g. a DLI
+    outage). Only the difference, hand-outs that ended in a crash or a lost lease, marks a poison message.
+    """
 
     message_id: str
     body: str
     deliveries: int
     consumer: str
+    handbacks: int = 0
+
+    @property
+    def unfinished_deliveries(self) -> int:
+        return self.deliveries - self.handbacks
 
 
 @dataclass(frozen=True, slots=True)

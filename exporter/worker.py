@@ -190,8 +190,8 @@ class Worker:
             await self._park(claim, f"invalid message: {error}", "invalid")
             return
         structlog.contextvars.bind_contextvars(batch_id=request.batch_id, project_id=request.project_id)
-        if claim.deliveries > self._options.max_deliveries:
-            reason = f"poison: delivered {claim.deliveries} times without finishing"
+        if claim.unfinished_deliveries > self._options.max_deliveries:
+            reason = f"poison: delivered {claim.unfinished_deliveries} times without finishing"
             await self._park(claim, reason, "poison")
             return
         log.info("batch.claimed", jobs=len(request.job_ids or ()), select_all=request.select_all)

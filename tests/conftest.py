@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import TEST_AK, TEST_BUCKET, TEST_PROJECT, TEST_SK, free_port
 
-TEST_AK = "AKTESTEXAMPLE0000001"
-TEST_SK = "SKtestExampleSecretKey0000000000000000001"
-TEST_PROJECT = "0123456789abcdef0123456789abcdef"
-TEST_BUCKET = "dli-exports"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["TEST_AK", "TEST_BUCKET", "TEST_PROJECT", "TEST_SK", "free_port"]
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +37,15 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def stack(s3_server: str, tmp_path: Path) -> Any:
+    """Factory for a simulator + bucket + exporter settings on the shared S3 server (real sockets)."""
+    from exporter.devstack import local_stack
+
+    def open_stack(**kwargs: Any) -> Any:
+        kwargs.setdefault("bucket", f"t-{uuid.uuid4().hex[:12]}")
+        return local_stack(workdir=tmp_path, s3_endpoint=s3_server, **kwargs)
+
+    return open_stack

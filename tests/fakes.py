@@ -190,7 +190,7 @@ class FakeQueue:
 
     async def put_raw(self, body: str) -> str:
         message_id = str(next(self.ids))
-        self.messages[message_id] = {"body": body, "visible_at": 0.0, "deliveries": 0}
+        self.messages[message_id] = {"body": body, "visible_at": 0.0, "deliveries": 0, "handbacks": 0}
         return message_id
 
     async def claim(self, consumer: str, lease_seconds: float) -> Claim | None:
@@ -198,7 +198,13 @@ class FakeQueue:
             if float(message["visible_at"]) <= self.clock.now:  # type: ignore[arg-type]
                 message["visible_at"] = self.clock.now + lease_seconds
                 message["deliveries"] = int(message["deliveries"]) + 1  # type: ignore[call-overload]
-                return Claim(message_id, str(message["body"]), int(message["deliveries"]), consumer)  # type: ignore[call-overload]
+                return Claim(
+                    message_id,
+                    str(message["body"]),
+                    int(message["deliveries"]),  # type: ignore[call-overload]
+                    consumer,
+                    int(message["handbacks"]),  # type: ignore[call-overload]
+                )
         return None
 
     async def extend(self, claim: Claim, lease_seconds: float) -> bool:
@@ -215,7 +221,7 @@ class FakeQueue:
         self.nacked.append((claim.message_id, delay_seconds))
         if claim.message_id in self.messages:
             self.messages[claim.message_id]["visible_at"] = self.clock.now + delay_seconds
-            self.messages[claim.message_id]["deliveries"] = 0
+            self.messages[claim.message_id]["handbacks"] = claim.handbacks + 1
 
     async def dead_letter(self, claim: Claim, reason: str) -> None:
         self.messages.pop(claim.message_id, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_AK, TEST_PROJECT, TEST_SK
+from support import TEST_AK, TEST_PROJECT, TEST_SK
 
 from exporter.dli.signer import (
     SDK_DATE_FORMAT,

@@ -1,0 +1,379 @@
+"""One SQLite file, one writer thread, group commit: the engine under the SQLite queue and ledger.
+
+sqlite3 blocks, so every statement runs on a dedicated thread that owns the only connection; the event
+loop just waits on a future. Operations are plain functions `(connection) -> result`. While the thread
+commits one transaction, new operations pile up in its inbox; it then runs all of them in the next
+single transaction (each inside its own SAVEPOINT, so one operation's bug cannot undo its neighbours)
+and answers every caller only after COMMIT. Many concurrent `save_chunk` calls therefore cost one commit,
+yet each caller returns only once its own write is committed.
+
+Any `sqlite3.Error` (full disk, I/O error, lock held by another process past `busy_timeout`) aborts the
+whole transaction and every caller in it gets `StoreUnavailable`; nothing raw escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+
+import structlog
+
+from exporter.errors import ConfigError, StoreUnavailable
+
+__all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteDatabase", "Stats", "unavailable"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], T]
+
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT: Final = 10.0  # seconds to wait for another process holding the write lock
+MAX_GROUP: Final = 1_000  # operations per transaction; bounds how long one commit keeps callers waiting
+
+# Version 1. Times are seconds since the epoch from the injected Clock. `visible_at` alone decides
+# whether a message can be claimed: enqueue time when new, `now + delay` after a nack, `now + lease`
+# while claimed (so an expired lease simply makes the message visible again).
+_SCHEMA_V1: Final = """
+CREATE TABLE messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id    TEXT,
+    body        TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    visible_at  REAL NOT NULL,
+    deliveries  INTEGER NOT NULL DEFAULT 0,
+    handbacks   INTEGER NOT NULL DEFAULT 0,
+    consumer    TEXT
+);
+CREATE INDEX messages_visible ON messages (visible_at, id);
+CREATE TABLE accepted_batches (
+    batch_id    TEXT PRIMARY KEY,
+    accepted_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id   TEXT,
+    body       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE batches (
+    batch_id           TEXT PRIMARY KEY,
+    project_id         TEXT NOT NULL,
+    obs_dir            TEXT NOT NULL,
+    campaign           TEXT,
+    chunk_size         INTEGER NOT NULL,
+    state              TEXT NOT NULL,
+    duplicates_dropped INTEGER NOT NULL,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL,
+    finished_at        REAL,
+    jobs               INTEGER NOT NULL,
+    chunks             INTEGER NOT NULL,
+    verified           INTEGER NOT NULL DEFAULT 0,
+    failed             INTEGER NOT NULL DEFAULT 0,
+    pending            INTEGER NOT NULL,
+    exported           INTEGER NOT NULL DEFAULT 0,
+    chunks_verified    INTEGER NOT NULL DEFAULT 0,
+    chunks_failed      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX batches_recent ON batches (created_at);
+CREATE TABLE chunks (
+    batch_id      TEXT NOT NULL,
+    idx           INTEGER NOT NULL,
+    job_ids       TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    segments      TEXT NOT NULL DEFAULT '[]',
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    verified_jobs INTEGER NOT NULL DEFAULT 0,
+    failed_jobs   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, idx)
+);
+CREATE INDEX chunks_open ON chunks (batch_id, idx) WHERE state IN ('pending', 'exported');
+CREATE TABLE chunk_leases (
+    batch_id   TEXT NOT NULL,
+    idx        INTEGER NOT NULL,
+    owner      TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+) WITHOUT ROWID;
+"""
+_MIGRATIONS: Final = {1: _SCHEMA_V1}  # version -> script that brings version-1 up to it
+
+
+class _Stop:
+    """Sentinel that tells the writer thread to finish the inbox and close."""
+
+
+_STOP: Final = _Stop()
+
+
+@dataclass(slots=True)
+class _Request(Generic[T]):
+    """One operation waiting for the writer thread, and where to send its outcome."""
+
+    operation: Operation[T]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    result: Any = None
+    error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Hand the outcome to the caller's event loop (thread-safe; the loop may be gone at shutdown)."""
+        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile; nobody is waiting
+            self.loop.call_soon_threadsafe(self._settle_on_loop)
+
+    def _settle_on_loop(self) -> None:
+        if self.future.done():  # the caller was cancelled; the write happened anyway (at-least-once)
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters that show group commit at work (tests and benchmarks read them); written by one thread."""
+
+    transactions: int = 0
+    operations: int = 0
+    failed_transactions: int = 0
+    largest_group: int = 0
+
+
+def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
+    """The error callers see for any SQLite failure: which file, and SQLite's own words."""
+    error = StoreUnavailable(f"SQLite store {path} is unavailable: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class SqliteDatabase:
+    """The writer thread and its connection; `read`/`write` run an operation there and await it."""
+
+    __slots__ = ("_busy_timeout", "_closed", "_inbox", "_opened", "_thread", "path", "stats")
+
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self.stats = Stats()
+        self._inbox: queue.SimpleQueue[_Request[Any] | _Stop] = queue.SimpleQueue()
+        self._opened: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._closed = True
+        self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer:{path.name}", daemon=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SqliteDatabase {self.path} closed={self._closed} transactions={self.stats.transactions} "
+            f"operations={self.stats.operations} backlog={self.backlog}>"
+        )
+
+    @property
+    def backlog(self) -> int:
+        """Operations waiting for the writer thread (not counting the transaction running now)."""
+        return self._inbox.qsize()
+
+    async def open(self) -> None:
+        """Start the thread, which connects, sets pragmas and migrates; raises if the file is unusable."""
+        self._closed = False
+        self._thread.start()
+        try:
+            version = await asyncio.wrap_future(self._opened)
+        except BaseException:
+            await self.close()
+            raise
+        log.info("sqlite.opened", path=str(self.path), schema_version=version)
+
+    async def close(self) -> None:
+        """Finish every queued operation, close the connection and join the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        log.info("sqlite.closed", path=str(self.path), transactions=self.stats.transactions)
+
+    async def read(self, operation: Operation[T]) -> T:
+        """Run a read-only operation on the writer thread (a deferred transaction, no write lock)."""
+        return await self._submit(operation, write=False)
+
+    async def write(self, operation: Operation[T]) -> T:
+        """Run an operation in the next group transaction; return once that transaction is committed."""
+        return await self._submit(operation, write=True)
+
+    async def _submit(self, operation: Operation[T], *, write: bool) -> T:
+        if self._closed or not self._thread.is_alive():
+            raise StoreUnavailable(f"SQLite store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        request = _Request(operation=operation, write=write, loop=loop, future=future)
+        self._inbox.put(request)
+        return await request.future
+
+    # --- writer thread ---------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Thread body: connect, then run whatever is queued as one transaction, until told to stop."""
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # noqa: BLE001 - open() awaits this and re-raises it
+            self._opened.set_exception(exc)
+            self._fail_leftovers()
+            return
+        self._opened.set_result(SCHEMA_VERSION)
+        try:
+            stopping = False
+            while not stopping:
+                group, stopping = self._next_group()
+                if group:
+                    self._run_group(conn, group)
+        finally:
+            self._fail_leftovers()
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the file in WAL mode and migrate it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise unavailable(self.path, exc) from exc
+        try:
+            _prepare(conn, self._busy_timeout)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise unavailable(self.path, exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _next_group(self) -> tuple[list[_Request[Any]], bool]:
+        """Block for one request, then take every request already waiting (up to MAX_GROUP)."""
+        group: list[_Request[Any]] = []
+        item = self._inbox.get()
+        while not isinstance(item, _Stop):
+            group.append(item)
+            if len(group) >= MAX_GROUP:
+                return group, False
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return group, False
+        return group, True
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
+        """One transaction for the whole group; answers go out only after COMMIT (or the failure)."""
+        try:
+            _transaction(conn, group)
+        except sqlite3.Error as exc:  # full disk, I/O error, lock timeout: the whole group failed
+            self.stats.failed_transactions += 1
+            log.warning(
+                "sqlite.transaction_failed", path=str(self.path), operations=len(group), error=str(exc)
+            )
+            for request in group:
+                request.result, request.error = None, unavailable(self.path, exc)
+        except BaseException as exc:  # the thread is going down: still answer every caller in the group
+            for request in group:
+                request.result, request.error = None, unavailable(self.path, exc)
+            raise
+        else:
+            self.stats.transactions += 1
+            self.stats.operations += len(group)
+            self.stats.largest_group = max(self.stats.largest_group, len(group))
+        finally:
+            for request in group:
+                request.settle()
+
+    def _fail_leftovers(self) -> None:
+        """Answer anything still queued after the thread stops, so no caller waits forever."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Request):
+                item.error = StoreUnavailable(f"SQLite store {self.path} is closed")
+                item.settle()
+
+
+def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> int:
+    """Pragmas and schema migrations; returns the schema version now in the file."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
+    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a process crash
+    return _migrate(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION in one IMMEDIATE transaction (safe with two processes racing)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_known(version)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def _check_known(version: int) -> None:
+    """Refuse a file written by a newer exporter rather than misread it."""
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the SQLite file has schema version {version}; this exporter knows up to {SCHEMA_VERSION}"
+        )
+
+
+def _transaction(conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
+    """Run the group in one transaction; a non-SQLite error in one operation undoes only that one."""
+    conn.execute("BEGIN IMMEDIATE" if any(r.write for r in group) else "BEGIN")
+    try:
+        for request in group:
+            _run_in_savepoint(conn, request)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _run_in_savepoint(conn: sqlite3.Connection, request: _Request[Any]) -> None:
+    if not request.write:
+        try:
+            request.result = request.operation(conn)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the caller's own error, re-raised in the caller
+            request.error = exc
+        return
+    conn.execute("SAVEPOINT op")
+    try:
+        request.result = request.operation(conn)
+    except sqlite3.Error:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the caller's own error, re-raised in the caller
+        conn.execute("ROLLBACK TO op")
+        request.error = exc
+    conn.execute("RELEASE op")
