@@ -335,3 +335,7 @@ def demo(jobs: int, workdir: Path) -> None:
     from exporter.demo import run_demo
 
     sys.exit(run_demo(jobs=jobs, workdir=workdir))
+
+
+if __name__ == "__main__":
+    main()

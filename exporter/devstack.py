@@ -15,11 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+from pydantic import SecretStr
 
-from exporter.settings import Settings
+from exporter.settings import ENV_PREFIX, Settings
 from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
 
-__all__ = ["DEV_AK", "DEV_PROJECT", "DEV_SK", "LocalStack", "create_bucket", "local_stack", "s3_server"]
+__all__ = [
+    "DEV_AK",
+    "DEV_PROJECT",
+    "DEV_SK",
+    "LocalStack",
+    "create_bucket",
+    "local_stack",
+    "s3_server",
+    "settings_env",
+]
 
 # Made-up credentials shared by the simulator and the exporter on this machine only.
 DEV_AK = "DEVAKEXAMPLE000000001"
@@ -121,3 +131,14 @@ def _maybe_s3(endpoint: str | None) -> Iterator[str]:
         return
     with s3_server() as started:
         yield started
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The settings as EXPORTER_* variables, for starting `dli-exporter` in a subprocess."""
+    values = settings.model_dump(exclude_none=True)
+    values.update(overrides)
+    env: dict[str, str] = {}
+    for name, value in values.items():
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    return env
