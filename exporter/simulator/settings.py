@@ -1,0 +1,153 @@
+"""Settings of the DLI simulator: the exporter's own `EXPORTER_*` names for credentials, project and
+object store, plus `EXPORTER_SIM_*` knobs for the catalogue and the faults.
+
+Sharing the names means one environment drives both sides of a demo: the exporter signs with the AK/SK
+the simulator checks, and both talk to the same S3 server. Invalid values fail at start-up with one line
+per setting, like the exporter's settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from exporter.errors import ConfigError
+from exporter.models import check_project_id
+from exporter.settings import ENV_PREFIX
+from exporter.simulator.faults import FaultKnobs
+
+__all__ = ["SimulatorSettings", "load_simulator_settings"]
+
+_SIM_PREFIX = "sim_"
+
+
+def _parse_id_set(value: Any) -> Any:
+    """Accept `3,5,7`, `[3, 5, 7]` (JSON) or a Python collection for the missing IDs."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class SimulatorSettings(BaseSettings):
+    """Field `x` is read from `EXPORTER_X`; simulator knobs are `sim_*` (`EXPORTER_SIM_*`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    # --- what the simulated DLI accepts -------------------------------------------------------------
+    project_id: str = Field(description="the one project that exists")
+    ak: SecretStr | None = Field(default=None, description="the access key ID clients sign with")
+    sk: SecretStr | None = Field(default=None, description="its secret key")
+    security_token: SecretStr | None = Field(
+        default=None, description="when set, AK/SK requests must carry it in X-Security-Token"
+    )
+    auth_token: SecretStr | None = Field(default=None, description="accepted in X-Auth-Token")
+
+    # --- where the ZIPs go ------------------------------------------------------------------------------
+    obs_endpoint: str | None = None
+    obs_region: str = Field(default="cn-north-4", min_length=1, max_length=64)
+    obs_addressing_style: Literal["virtual", "path", "auto"] = Field(
+        default="path", description="path suits local S3 servers, which is what the simulator mostly uses"
+    )
+    obs_ak: SecretStr | None = Field(default=None, description="defaults to EXPORTER_AK")
+    obs_sk: SecretStr | None = Field(default=None, description="defaults to EXPORTER_SK")
+
+    # --- catalogue ----------------------------------------------------------------------------------------
+    sim_jobs: int = Field(default=1000, ge=0, le=10_000_000, description="jobs 1..N exist")
+    sim_missing_ids: Annotated[frozenset[int], NoDecode] = Field(
+        default=frozenset(), description="IDs inside 1..N that do not exist"
+    )
+    sim_seed: int | None = Field(default=None, description="seed of the fault dice; unset = random")
+
+    # --- faults (also changeable at runtime, see FaultKnobs) ----------------------------------------------
+    sim_latency_ms: float = 0.0
+    sim_latency_jitter_ms: float = 0.0
+    sim_rate_limit: float = 0.0
+    sim_rate_window_seconds: float = 1.0
+    sim_p_500: float = 0.0
+    sim_p_503: float = 0.0
+    sim_p_reset: float = 0.0
+    sim_p_malformed: float = 0.0
+    sim_p_html: float = 0.0
+    sim_p_not_success: float = 0.0
+    sim_p_timeout: float = 0.0
+    sim_timeout_seconds: float = 60.0
+    sim_p_late: float = 0.0
+    sim_late_seconds: float = 5.0
+    sim_p_never: float = 0.0
+    sim_is_success_as_string: bool = False
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        return check_project_id(value)
+
+    @field_validator("obs_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        return value.rstrip("/")
+
+    @field_validator("obs_addressing_style", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("sim_missing_ids", mode="before")
+    @classmethod
+    def _id_set(cls, value: Any) -> Any:
+        return _parse_id_set(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulatorSettings:
+        if self.auth_token is None and (self.ak is None or self.sk is None):
+            raise ValueError(
+                f"set {ENV_PREFIX}AK and {ENV_PREFIX}SK (or {ENV_PREFIX}AUTH_TOKEN): "
+                "the simulator refuses every request it cannot authenticate"
+            )
+        outside = sorted(job_id for job_id in self.sim_missing_ids if not 1 <= job_id <= self.sim_jobs)
+        if outside:
+            raise ValueError(
+                f"{ENV_PREFIX}SIM_MISSING_IDS must lie in 1..{self.sim_jobs} "
+                f"({ENV_PREFIX}SIM_JOBS); outside: {outside[:10]}"
+            )
+        self.obs_ak = self.obs_ak or self.ak
+        self.obs_sk = self.obs_sk or self.sk
+        self.fault_knobs()  # the knobs are validated as a whole (ranges, probabilities adding up)
+        return self
+
+    def fault_knobs(self) -> FaultKnobs:
+        """The `sim_*` fault settings as the runtime-changeable knob set; ValueError when invalid."""
+        values = {name: getattr(self, _SIM_PREFIX + name) for name in FaultKnobs.model_fields}
+        try:
+            return FaultKnobs(**values)
+        except ValidationError as error:
+            raise ValueError(_describe(error, prefix=f"{ENV_PREFIX}SIM_")) from None
+
+
+def _describe(error: ValidationError, prefix: str, separator: str = "; ") -> str:
+    """One clause per problem, naming the variable when pydantic knows which one it was."""
+    clauses = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        location = "_".join(str(part) for part in item["loc"]).upper()
+        clauses.append(f"{prefix}{location}: {message}" if location else message)
+    return separator.join(clauses)
+
+
+def load_simulator_settings(**overrides: Any) -> SimulatorSettings:
+    """Settings from the environment and `overrides` (None values ignored); ConfigError when invalid."""
+    try:
+        return SimulatorSettings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        raise ConfigError("invalid simulator settings:\n  " + _describe(error, ENV_PREFIX, "\n  ")) from None
