@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from fakes import ManualClock, VirtualClock
@@ -34,7 +35,7 @@ async def test_requests_are_spaced_evenly() -> None:
     clock = VirtualClock()
     limiter = LocalRateLimiter(10, 1, clock)
     times = await admitted_times(limiter, clock, 30)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) == pytest.approx(0.1)
     assert max_in_window(times, 1.0) <= 10
 

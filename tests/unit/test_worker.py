@@ -86,19 +86,16 @@ async def test_stop_drains_and_hands_back_unfinished_work(tmp_path: Path) -> Non
     """On stop, a batch still running after the drain time is cancelled and its message nacked."""
     worker, queue, dli, _ = make(tmp_path, drain_seconds=0.05)
     gate = asyncio.Event()
+    started = asyncio.Event()
 
     async def never(*_: object) -> None:
+        started.set()
         await gate.wait()
 
     dli.export_jobs = never  # type: ignore[assignment, method-assign]
     await queue.put("a", message("a", [1]))
     runner = asyncio.create_task(worker.run())
-    while not dli_started(queue):
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(started.wait(), 5)
     worker.stop()
     await asyncio.wait_for(runner, 5)
     assert queue.nacked == [("1", 0)] and queue.acked == []
-
-
-def dli_started(queue: FakeQueue) -> bool:
-    return any(int(m["deliveries"]) > 0 for m in queue.messages.values())  # type: ignore[call-overload]
