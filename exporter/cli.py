@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from exporter.app import open_stores, run_daemon
+from exporter.app import Stores, open_stores, run_daemon
 from exporter.errors import ConfigError, InvalidInput, StoreUnavailable
 from exporter.intake import build_request, new_batch_id, parse_id_lines, parse_id_list, parse_tags
 from exporter.logs import configure_logging
 from exporter.models import ListFilters
-from exporter.progress import describe, eta_seconds, follow_progress
+from exporter.progress import batches_table, describe, eta_seconds, follow_progress
 from exporter.report import report_rows, stream_report
-from exporter.settings import CONFIG_FILE_VARIABLE, Settings, load_settings
+from exporter.settings import CONFIG_FILE_VARIABLE, ENV_PREFIX, Settings, load_settings
 from exporter.submission import submit_batch
 
 __all__ = ["main"]
@@ -47,8 +47,12 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         sys.exit(EXIT_UNAVAILABLE)
 
 
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    """Settings for this invocation, with global flags and the command's flags applied."""
+def _settings(ctx: click.Context, *, daemon: bool = False, **overrides: Any) -> Settings:
+    """Settings for this invocation, with global flags and the command's flags applied.
+
+    One-shot commands (submit, status, report, ...) log only warnings unless a level was asked for, so
+    their output is the answer, not the adapters' chatter; the daemon logs at EXPORTER_LOG_LEVEL.
+    """
     base: dict[str, Any] = dict(ctx.obj or {})
     base.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -56,9 +60,10 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     except ConfigError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_INVALID)
+    level_chosen = base.get("log_level") is not None or f"{ENV_PREFIX}LOG_LEVEL" in os.environ
     configure_logging(
         settings.log_format,
-        settings.log_level,
+        settings.log_level if daemon or level_chosen else "warning",
         secrets=(
             settings.ak,
             settings.sk,
@@ -187,7 +192,7 @@ def submit(
 @click.pass_context
 def serve(ctx: click.Context, http_port: int | None) -> None:
     """Run the daemon: workers plus /healthz /readyz /metrics /batches. SIGTERM drains, then exits 0."""
-    settings = _settings(ctx, http_port=http_port)
+    settings = _settings(ctx, daemon=True, http_port=http_port)
     _run(run_daemon(settings, until_empty=False, serve_http=True))
 
 
@@ -196,38 +201,58 @@ def serve(ctx: click.Context, http_port: int | None) -> None:
 @click.pass_context
 def work(ctx: click.Context, until_empty: bool) -> None:
     """Process the queue without the HTTP endpoints."""
-    settings = _settings(ctx)
+    settings = _settings(ctx, daemon=True)
     _run(run_daemon(settings, until_empty=until_empty, serve_http=False))
 
 
 # --- looking at batches -----------------------------------------------------------------------------------
 @main.command()
-@click.argument("batch_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the batch and its totals as JSON.")
+@click.argument("batch_id", required=False)
+@click.option("--campaign", help="Without BATCH_ID: only the batches of this campaign, with their sum.")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch (or the list) as JSON.")
 @click.option("--watch", is_flag=True, help="Follow with a live progress bar until the batch ends.")
 @click.option("--timeout", type=float, default=None, help="With --watch: give up after this many seconds.")
 @click.pass_context
-def status(ctx: click.Context, batch_id: str, as_json: bool, watch: bool, timeout: float | None) -> None:
-    """How far a batch is: jobs verified and failed, chunks done, ETA."""
+def status(
+    ctx: click.Context,
+    batch_id: str | None,
+    campaign: str | None,
+    as_json: bool,
+    watch: bool,
+    timeout: float | None,
+) -> None:
+    """How far a batch is (jobs verified and failed, chunks done, ETA), or every recent batch at a glance."""
     settings = _settings(ctx)
+
+    async def one(stores: Stores, batch: str) -> None:
+        info = await stores.ledger.get_batch(batch)
+        if info is None:
+            raise InvalidInput(f"no batch {batch!r} in {settings.queue_url}")
+        if as_json:
+            click.echo(info.model_dump_json())
+            return
+        if watch:
+            info = await follow_progress(
+                lambda: stores.ledger.get_batch(batch), console=Console(), deadline_seconds=timeout
+            )
+        if info is not None:
+            click.echo(describe(info))
+            eta = eta_seconds(info, time.time())
+            if eta is not None:
+                click.echo(f"ETA: {eta:.0f}s at the pace so far")
+
+    async def overview(stores: Stores) -> None:
+        batches = [b for b in await stores.ledger.list_batches() if campaign in (None, b.campaign)]
+        if as_json:
+            click.echo(json.dumps([b.model_dump(mode="json") for b in batches]))
+            return
+        Console().print(
+            batches_table(batches, time.time(), title=f"campaign {campaign}" if campaign else None)
+        )
 
     async def go() -> None:
         async with open_stores(settings) as stores:
-            info = await stores.ledger.get_batch(batch_id)
-            if info is None:
-                raise InvalidInput(f"no batch {batch_id!r} in {settings.queue_url}")
-            if as_json:
-                click.echo(info.model_dump_json())
-                return
-            if watch:
-                info = await follow_progress(
-                    lambda: stores.ledger.get_batch(batch_id), console=Console(), deadline_seconds=timeout
-                )
-            if info is not None:
-                click.echo(describe(info))
-                eta = eta_seconds(info, time.time())
-                if eta is not None:
-                    click.echo(f"ETA: {eta:.0f}s at the pace so far")
+            await (one(stores, batch_id) if batch_id else overview(stores))
 
     _run(go())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from rich.console import Console
 from rich.progress import (
@@ -15,10 +15,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
-from exporter.models import BatchInfo
+from exporter.models import BatchInfo, Totals
 
-__all__ = ["describe", "eta_seconds", "follow_progress"]
+__all__ = ["batches_table", "describe", "eta_seconds", "follow_progress", "sum_totals"]
 
 
 def eta_seconds(info: BatchInfo, now: float) -> float | None:
@@ -39,6 +40,53 @@ def describe(info: BatchInfo) -> str:
         f"{info.batch_id}: {info.state.value}, {totals.verified + totals.failed}/{totals.jobs} jobs done "
         f"({totals.verified} verified, {totals.failed} failed), {done_chunks}/{totals.chunks} chunks"
     )
+
+
+def sum_totals(batches: Iterable[BatchInfo]) -> Totals:
+    """The totals of several batches added up (a campaign)."""
+    total = Totals()
+    for info in batches:
+        for name, value in info.totals.model_dump().items():
+            setattr(total, name, getattr(total, name) + value)
+    return total
+
+
+def batches_table(batches: list[BatchInfo], now: float, title: str | None = None) -> Table:
+    """One row per batch (state, jobs done, failures, ETA) and a total row: a campaign at a glance."""
+    table = Table(title=title)
+    for column in ("batch", "campaign", "state", "done", "verified", "failed", "chunks", "ETA"):
+        table.add_column(column, justify="left" if column in {"batch", "campaign", "state"} else "right")
+    for info in batches:
+        totals = info.totals
+        eta = eta_seconds(info, now)
+        table.add_row(
+            info.batch_id,
+            info.campaign or "",
+            info.state.value,
+            _percent(totals),
+            str(totals.verified),
+            str(totals.failed),
+            f"{totals.chunks_verified + totals.chunks_failed}/{totals.chunks}",
+            "" if eta is None else f"{eta:.0f}s",
+        )
+    total = sum_totals(batches)
+    table.add_row(
+        "total",
+        "",
+        f"{len(batches)} batches",
+        _percent(total),
+        str(total.verified),
+        str(total.failed),
+        f"{total.chunks_verified + total.chunks_failed}/{total.chunks}",
+        "",
+        style="bold",
+    )
+    return table
+
+
+def _percent(totals: Totals) -> str:
+    done = totals.verified + totals.failed
+    return f"{done}/{totals.jobs} ({100 * done / totals.jobs:.0f}%)" if totals.jobs else "0/0"
 
 
 def _bar(console: Console) -> Progress:
