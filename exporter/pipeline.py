@@ -90,6 +90,7 @@ class _Pass:
 
     deferred: int = 0
     skipped: int = 0
+    owned: int = 0
     retry_after: float | None = None
     reasons: set[str] = field(default_factory=set)
 
@@ -135,13 +136,31 @@ class Pipeline:
         if info.state is BatchState.PENDING:
             await self._ledger.set_batch_state(info.batch_id, BatchState.RUNNING)
         this_pass = _Pass()
-        await self._process(request, this_pass)
+        await self._process(info, this_pass)
         info = await self._require_batch(request.batch_id)
         if info.totals.pending or info.totals.exported:
             reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
             log.info("batch.deferred", open_chunks=info.totals.pending + info.totals.exported, reason=reason)
             return BatchResult(info.batch_id, False, info, retry_after=this_pass.retry_after, reason=reason)
         return await self.finish(info)
+
+    async def assist(self, info: BatchInfo) -> int:
+        """Help with another replica's batch: work the open chunks we can own; never finish or report.
+
+        Only meaningful with chunk ownership (Redis): the batch's message stays with its owner, which
+        finishes the batch once every chunk, whoever worked it, is terminal. Returns chunks worked.
+        """
+        if not self._options.chunk_ownership:
+            return 0
+        this_pass = _Pass()
+        await self._process(info, this_pass)
+        if this_pass.owned:
+            log.info("batch.assisted", batch_id=info.batch_id, chunks=this_pass.owned)
+        return this_pass.owned
+
+    async def running_batches(self) -> list[BatchInfo]:
+        """Batches some replica is working on (candidates for `assist`)."""
+        return [b for b in await self._ledger.list_batches() if b.state is BatchState.RUNNING]
 
     async def finish(self, info: BatchInfo) -> BatchResult:
         """Mark the batch completed and write its report (again, if it was redelivered)."""
@@ -205,19 +224,19 @@ class Pipeline:
         return job_ids
 
     # --- the two stages -----------------------------------------------------------------------------------
-    async def _process(self, request: BatchRequest, this_pass: _Pass) -> None:
+    async def _process(self, batch: BatchInfo, this_pass: _Pass) -> None:
         """Feed open chunks to export workers, which feed verify workers; return when all are idle."""
         options = self._options
         to_export: asyncio.Queue[ChunkRecord | None] = asyncio.Queue(maxsize=options.concurrency * 2)
         to_verify: asyncio.Queue[ChunkRecord | None] = asyncio.Queue(maxsize=options.verify_concurrency * 2)
         try:
-            await self._run_stages(request, this_pass, to_export, to_verify)
+            await self._run_stages(batch, this_pass, to_export, to_verify)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
 
     async def _run_stages(
         self,
-        request: BatchRequest,
+        batch: BatchInfo,
         this_pass: _Pass,
         to_export: asyncio.Queue[ChunkRecord | None],
         to_verify: asyncio.Queue[ChunkRecord | None],
@@ -228,8 +247,8 @@ class Pipeline:
                 verifiers.create_task(self._verify_worker(to_verify, this_pass))
             async with asyncio.TaskGroup() as exporters:
                 for _ in range(options.concurrency):
-                    exporters.create_task(self._export_worker(request, to_export, to_verify, this_pass))
-                await self._feed(request.batch_id, to_export, to_verify)
+                    exporters.create_task(self._export_worker(batch, to_export, to_verify, this_pass))
+                await self._feed(batch.batch_id, to_export, to_verify)
                 for _ in range(options.concurrency):
                     await to_export.put(None)
             for _ in range(options.verify_concurrency):
@@ -250,7 +269,7 @@ class Pipeline:
 
     async def _export_worker(
         self,
-        request: BatchRequest,
+        batch: BatchInfo,
         to_export: asyncio.Queue[ChunkRecord | None],
         to_verify: asyncio.Queue[ChunkRecord | None],
         this_pass: _Pass,
@@ -258,17 +277,27 @@ class Pipeline:
         while (chunk := await to_export.get()) is not None:
             if not await self._own(chunk, this_pass):
                 continue
-            exported = await self._export_chunk(request, chunk, this_pass)
+            try:
+                exported = await self._export_chunk(batch, chunk, this_pass)
+            except asyncio.CancelledError:
+                await self._release(chunk)
+                raise
             if exported is not None and exported.state is ChunkState.EXPORTED:
                 await to_verify.put(exported)
-            elif self._options.chunk_ownership:
-                await self._ledger.release_chunk(chunk.batch_id, chunk.index, self._owner)
+            else:
+                await self._release(chunk)
 
     async def _verify_worker(self, to_verify: asyncio.Queue[ChunkRecord | None], this_pass: _Pass) -> None:
         while (chunk := await to_verify.get()) is not None:
-            await self._verify_chunk(chunk, this_pass)
-            if self._options.chunk_ownership:
-                await self._ledger.release_chunk(chunk.batch_id, chunk.index, self._owner)
+            try:
+                await self._verify_chunk(chunk, this_pass)
+            finally:
+                await self._release(chunk)
+
+    async def _release(self, chunk: ChunkRecord) -> None:
+        """Give a chunk's lease back at once (done, deferred or cancelled), shielded from cancellation."""
+        if self._options.chunk_ownership:
+            await asyncio.shield(self._ledger.release_chunk(chunk.batch_id, chunk.index, self._owner))
 
     async def _own(self, chunk: ChunkRecord, this_pass: _Pass) -> bool:
         """With several replicas, only the owner of a chunk's lease exports it."""
@@ -277,13 +306,15 @@ class Pipeline:
         owned = await self._ledger.claim_chunk(
             chunk.batch_id, chunk.index, self._owner, self._options.chunk_lease_seconds
         )
-        if not owned:
+        if owned:
+            this_pass.owned += 1
+        else:
             this_pass.skipped += 1
         return owned
 
     # --- export ---------------------------------------------------------------------------------------------
     async def _export_chunk(
-        self, request: BatchRequest, chunk: ChunkRecord, this_pass: _Pass
+        self, batch: BatchInfo, chunk: ChunkRecord, this_pass: _Pass
     ) -> ChunkRecord | None:
         """Export one chunk (bisecting on rejection) and save the outcome; None when deferred."""
         attempt = chunk.attempts + 1
@@ -291,7 +322,7 @@ class Pipeline:
         started = self._clock.monotonic()
         bound.debug("chunk.export.sent", jobs=len(chunk.job_ids))
         try:
-            segments = await self._export_ids(request, chunk.job_ids)
+            segments = await self._export_ids(batch, chunk.job_ids)
         except Transient as error:
             this_pass.defer(error)
             failed = chunk.model_copy(
@@ -316,10 +347,10 @@ class Pipeline:
         )
         return exported
 
-    async def _export_ids(self, request: BatchRequest, job_ids: Sequence[int]) -> list[Segment]:
+    async def _export_ids(self, batch: BatchInfo, job_ids: Sequence[int]) -> list[Segment]:
         """Export IDs; when DLI rejects several at once, split in halves until each bad ID stands alone."""
         try:
-            result = await self._dli.export_jobs(request.project_id, request.obs_dir, job_ids)
+            result = await self._dli.export_jobs(batch.project_id, batch.obs_dir, job_ids)
         except Permanent as error:
             if len(job_ids) == 1 or error.status not in (None, 400):
                 info = ErrorInfo(code=error.code, message=error.message)
@@ -327,7 +358,7 @@ class Pipeline:
             middle = len(job_ids) // 2
             log.info("chunk.bisect", jobs=len(job_ids), code=error.code)
             left, right = await asyncio.gather(
-                self._export_ids(request, job_ids[:middle]), self._export_ids(request, job_ids[middle:])
+                self._export_ids(batch, job_ids[:middle]), self._export_ids(batch, job_ids[middle:])
             )
             return left + right
         if not result.zip_files:

@@ -19,6 +19,7 @@ from exporter import metrics
 from exporter.clock import SystemClock
 from exporter.errors import AuthError, InvalidInput, StoreUnavailable, Transient
 from exporter.intake import parse_batch_message
+from exporter.models import BatchInfo, BatchRequest
 from exporter.pipeline import BatchResult, Pipeline
 from exporter.ports import BatchQueue, Claim, Clock
 from exporter.settings import Settings
@@ -39,6 +40,8 @@ class WorkerOptions:
     min_retry_delay: float = 1.0
     max_retry_delay: float = 300.0
     auth_retry_delay: float = 60.0
+    assist: bool = False
+    assist_cooldown: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerOptions:
@@ -50,6 +53,8 @@ class WorkerOptions:
             max_jobs_per_batch=settings.max_jobs_per_batch,
             max_deliveries=settings.max_deliveries,
             max_retry_delay=settings.retry_max_backoff,
+            assist=settings.uses_redis,
+            assist_cooldown=max(1.0, settings.poll_interval * 5),
         )
 
 
@@ -73,6 +78,8 @@ class Worker:
         self._active: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
+        self._local_batches: set[str] = set()
+        self._assist_after: dict[str, float] = {}
         self.queue_reachable = True
 
     @property
@@ -104,7 +111,7 @@ class Worker:
                     self._start(claim)
                 elif until_empty and not self._active and await self._queue_empty():
                     break
-                else:
+                elif not await self._start_assist():
                     await self._idle(self._options.poll_interval)
         finally:
             await self._drain()
@@ -135,9 +142,38 @@ class Worker:
         self.queue_reachable = False
 
     def _start(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._handle(claim), name=f"batch-{claim.message_id}")
+        self._track(asyncio.create_task(self._handle(claim), name=f"batch-{claim.message_id}"))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._active.add(task)
         task.add_done_callback(self._finished)
+
+    async def _start_assist(self) -> bool:
+        """With spare room and nothing to claim, help a batch another replica is running (Redis mode)."""
+        if not self._options.assist:
+            return False
+        now = self._clock.monotonic()
+        try:
+            running = await self._pipeline.running_batches()
+        except StoreUnavailable:
+            return False
+        for info in running:
+            if info.batch_id in self._local_batches or self._assist_after.get(info.batch_id, 0.0) > now:
+                continue
+            self._assist_after[info.batch_id] = now + self._options.assist_cooldown
+            self._track(asyncio.create_task(self._assist(info), name=f"assist-{info.batch_id}"))
+            return True
+        return False
+
+    async def _assist(self, info: BatchInfo) -> None:
+        structlog.contextvars.bind_contextvars(batch_id=info.batch_id, project_id=info.project_id)
+        self._local_batches.add(info.batch_id)
+        try:
+            await self._pipeline.assist(info)
+        except (Transient, StoreUnavailable, AuthError) as error:
+            log.warning("batch.assist.stopped", error=str(error))
+        finally:
+            self._local_batches.discard(info.batch_id)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
@@ -190,6 +226,13 @@ class Worker:
             await self._park(claim, f"invalid message: {error}", "invalid")
             return
         structlog.contextvars.bind_contextvars(batch_id=request.batch_id, project_id=request.project_id)
+        self._local_batches.add(request.batch_id)
+        try:
+            await self._run(claim, request)
+        finally:
+            self._local_batches.discard(request.batch_id)
+
+    async def _run(self, claim: Claim, request: BatchRequest) -> None:
         if claim.unfinished_deliveries > self._options.max_deliveries:
             reason = f"poison: delivered {claim.unfinished_deliveries} times without finishing"
             await self._park(claim, reason, "poison")

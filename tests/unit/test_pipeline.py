@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 
 from exporter.errors import AuthError, Permanent, Transient
-from exporter.models import BatchRequest, BatchState, ChunkState
+from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
 from exporter.pipeline import Pipeline, PipelineOptions
 
 
@@ -172,3 +172,26 @@ async def test_chunk_owned_elsewhere_is_skipped(tmp_path: Path) -> None:
     assert not result.done
     assert [c.state for c in ledger.chunk_rows["b1"]] == [ChunkState.VERIFIED, ChunkState.PENDING]
     assert dli.calls == [list(range(1, 11))]
+
+
+async def test_assistant_works_chunks_and_leaves_finishing_to_the_owner(tmp_path: Path) -> None:
+    """An assisting replica exports and verifies open chunks but never completes or reports the batch."""
+    helper, dli, store, ledger, _ = make(tmp_path, chunk_ownership=True)
+    owner = Pipeline(
+        dli, store, ledger, PipelineOptions(report_dir=tmp_path, chunk_ownership=True), owner="w2"
+    )
+    info = BatchInfo(
+        batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
+    )
+    await ledger.create_batch(info, [list(range(1, 11)), list(range(11, 21)), list(range(21, 31))])
+    await ledger.set_batch_state("b1", BatchState.RUNNING)
+    ledger.owners[("b1", 0)] = "w2"  # the owner is busy with chunk 0
+    assert [b.batch_id for b in await helper.running_batches()] == ["b1"]
+    assert await helper.assist(info) == 2
+    assisted = await ledger.get_batch("b1")
+    assert assisted is not None and assisted.state is BatchState.RUNNING and assisted.totals.verified == 20
+    assert not (tmp_path / "b1.json").exists()
+    del ledger.owners[("b1", 0)]
+    result = await owner.run_batch(request(list(range(1, 31))))
+    assert result.done and result.info is not None and result.info.totals.verified == 30
+    assert sorted(len(c) for c in dli.calls) == [10, 10, 10]

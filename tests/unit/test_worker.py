@@ -9,27 +9,26 @@ from pathlib import Path
 from fakes import FakeDli, FakeLedger, FakeQueue, FakeStore, ManualClock
 
 from exporter.errors import Transient
+from exporter.models import BatchInfo, BatchState
 from exporter.pipeline import Pipeline, PipelineOptions
 from exporter.worker import Worker, WorkerOptions
 
 
-def make(tmp_path: Path, **worker_options: object) -> tuple[Worker, FakeQueue, FakeDli, FakeLedger]:
+def make(
+    tmp_path: Path, chunk_ownership: bool = False, **worker_options: object
+) -> tuple[Worker, FakeQueue, FakeDli, FakeLedger]:
     clock = ManualClock()
     store = FakeStore()
     dli = FakeDli(store=store)
     ledger = FakeLedger()
-    pipeline = Pipeline(
-        dli,
-        store,
-        ledger,
-        PipelineOptions(concurrency=2, verify_concurrency=2, report_dir=tmp_path),
-        owner="w1",
-        clock=clock,
+    options = PipelineOptions(
+        concurrency=2, verify_concurrency=2, report_dir=tmp_path, chunk_ownership=chunk_ownership
     )
+    pipeline = Pipeline(dli, store, ledger, options, owner="w1", clock=clock)
     queue = FakeQueue(clock)
     defaults: dict[str, object] = {"poll_interval": 0.01, "drain_seconds": 1}
-    options = WorkerOptions(**{**defaults, **worker_options})  # type: ignore[arg-type]
-    return Worker(queue, pipeline, consumer="w1", options=options, clock=clock), queue, dli, ledger
+    worker = WorkerOptions(**{**defaults, **worker_options})  # type: ignore[arg-type]
+    return Worker(queue, pipeline, consumer="w1", options=worker, clock=clock), queue, dli, ledger
 
 
 def message(batch_id: str, job_ids: list[int]) -> str:
@@ -99,3 +98,23 @@ async def test_stop_drains_and_hands_back_unfinished_work(tmp_path: Path) -> Non
     worker.stop()
     await asyncio.wait_for(runner, 5)
     assert queue.nacked == [("1", 0)] and queue.acked == []
+
+
+async def test_idle_worker_assists_a_running_batch(tmp_path: Path) -> None:
+    """With assist on and nothing to claim, the worker helps a batch another replica is running."""
+    worker, queue, _, ledger = make(tmp_path, chunk_ownership=True, assist=True)
+    info = BatchInfo(
+        batch_id="x", project_id="p1", obs_dir="bucket", chunk_size=5, created_at=0, updated_at=0
+    )
+    await ledger.create_batch(info, [[1, 2, 3, 4, 5], [6, 7]])
+    await ledger.set_batch_state("x", BatchState.RUNNING)
+    runner = asyncio.create_task(worker.run())
+    for _ in range(1000):
+        if (await ledger.get_batch("x")).totals.verified == 7:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0)
+    worker.stop()
+    await asyncio.wait_for(runner, 5)
+    assert (await ledger.get_batch("x")).totals.verified == 7  # type: ignore[union-attr]
+    assert (await ledger.get_batch("x")).state is BatchState.RUNNING  # type: ignore[union-attr]
+    assert queue.acked == []
