@@ -164,7 +164,7 @@ def submit(
         }
         request = build_request(data, max_jobs=settings.max_jobs_per_batch)
         async with open_stores(settings) as stores:
-            accepted = await submit_batch(stores.queue, request)
+            accepted = await submit_batch(stores.queue, request, stores.ledger)
         return {
             "batch_id": request.batch_id,
             "accepted": accepted,

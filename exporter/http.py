@@ -70,7 +70,7 @@ def create_http_app(
             batch = build_request(data, max_jobs=settings.max_jobs_per_batch)
         except InvalidInput as error:
             return _error(400, str(error))
-        accepted = await submit_batch(queue, batch)
+        accepted = await submit_batch(queue, batch, ledger)
         body = {
             "batch_id": batch.batch_id,
             "accepted": accepted,

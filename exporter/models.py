@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +19,7 @@ __all__ = [
     "BatchInfo",
     "BatchRequest",
     "BatchState",
+    "ChunkPlan",
     "ChunkRecord",
     "ChunkState",
     "ErrorInfo",
@@ -105,11 +106,43 @@ def dedupe_job_ids(job_ids: Iterable[int]) -> tuple[list[int], int]:
     return unique, total - len(unique)
 
 
-def plan_chunks(job_ids: Sequence[int], chunk_size: int) -> list[list[int]]:
-    """Cut the IDs into consecutive chunks; chunk i of a batch therefore always holds the same IDs."""
-    if chunk_size < 1:
-        raise ValueError("chunk size must be at least 1")
-    return [list(job_ids[i : i + chunk_size]) for i in range(0, len(job_ids), chunk_size)]
+class ChunkPlan(Sequence[Sequence[int]]):
+    """Consecutive chunks of a sequence of IDs, cut on demand (chunk i always holds the same IDs).
+
+    Slicing lazily means a plan of a million IDs costs no second copy of them.
+    """
+
+    __slots__ = ("_job_ids", "_size")
+
+    def __init__(self, job_ids: Sequence[int], chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk size must be at least 1")
+        self._job_ids = job_ids
+        self._size = chunk_size
+
+    def __len__(self) -> int:
+        return (len(self._job_ids) + self._size - 1) // self._size
+
+    @overload
+    def __getitem__(self, index: int) -> Sequence[int]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Sequence[int]]: ...
+
+    def __getitem__(self, index: int | slice) -> Sequence[int] | Sequence[Sequence[int]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("chunk index out of range")
+        start = index * self._size
+        return self._job_ids[start : start + self._size]
+
+
+def plan_chunks(job_ids: Sequence[int], chunk_size: int) -> ChunkPlan:
+    """Cut the IDs into consecutive chunks of `chunk_size` (the last may be shorter)."""
+    return ChunkPlan(job_ids, chunk_size)
 
 
 JobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID)]
@@ -148,6 +181,8 @@ class BatchRequest(BaseModel):
     chunk_size: int = Field(default=100, ge=1, le=1000)
     campaign: str | None = Field(default=None, max_length=128)
     duplicates_dropped: int = Field(default=0, ge=0)
+    planned: bool = Field(default=False, description="the chunks are in the ledger already (submit did it)")
+    jobs: int | None = Field(default=None, ge=0, description="how many IDs a planned batch holds")
 
     @field_validator("project_id")
     @classmethod
@@ -161,6 +196,10 @@ class BatchRequest(BaseModel):
 
     @model_validator(mode="after")
     def _selection(self) -> BatchRequest:
+        if self.planned:
+            if self.job_ids or self.select_all:
+                raise ValueError("a planned batch carries neither job_ids nor select_all")
+            return self
         if self.select_all and self.job_ids:
             raise ValueError("give either job_ids or select_all, not both")
         if not self.select_all and not self.job_ids:

@@ -8,6 +8,7 @@ The two stages run at once: export workers hand exported chunks to verify worker
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from exporter.models import (
 from exporter.ports import Clock, DliApi, Ledger, ObjectStore
 from exporter.report import ReportPaths, write_report_files
 from exporter.settings import Settings
+from exporter.submission import new_batch_info
 from exporter.zipcheck import EOCD_MAX_SIZE, check_zip_tail
 
 __all__ = ["BatchResult", "Pipeline", "PipelineOptions"]
@@ -193,26 +195,23 @@ class Pipeline:
         existing = await self._ledger.get_batch(request.batch_id)
         if existing is not None:
             return existing
+        if request.planned:
+            raise InvalidInput(
+                f"batch {request.batch_id} was planned at submit time but is not in the ledger "
+                "(was it submitted against another EXPORTER_QUEUE_URL?)"
+            )
         job_ids = request.job_ids if request.job_ids is not None else await self._list_job_ids(request)
-        now = self._clock.time()
-        info = BatchInfo(
-            batch_id=request.batch_id,
-            project_id=request.project_id,
-            obs_dir=request.obs_dir,
-            campaign=request.campaign,
-            chunk_size=request.chunk_size,
-            duplicates_dropped=request.duplicates_dropped,
-            created_at=now,
-            updated_at=now,
-        )
         chunks = plan_chunks(job_ids, request.chunk_size)
-        await self._ledger.create_batch(info, chunks)
+        await self._ledger.create_batch(new_batch_info(request, self._clock.time()), chunks)
         log.info("batch.planned", jobs=len(job_ids), chunks=len(chunks), chunk_size=request.chunk_size)
         return await self._require_batch(request.batch_id)
 
-    async def _list_job_ids(self, request: BatchRequest) -> list[int]:
-        """Expand `select_all` through DLI's paged listing, refusing selections over the batch limit."""
-        job_ids: list[int] = []
+    async def _list_job_ids(self, request: BatchRequest) -> array[int]:
+        """Expand `select_all` through DLI's paged listing, refusing selections over the batch limit.
+
+        IDs are kept in a packed array (8 bytes each), so a listing of a million jobs stays small.
+        """
+        job_ids = array("q")
         async for job in self._dli.list_jobs(request.project_id, request.filters):
             job_ids.append(job.job_id)
             if len(job_ids) > self._options.max_jobs_per_batch:

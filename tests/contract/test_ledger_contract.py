@@ -179,7 +179,7 @@ async def test_chunks_streams_every_chunk_in_index_order_across_pages(backend: C
     await backend.ledger.create_batch(_info("batch-1", backend.clock.time(), chunk_size=2), plan)
     streamed = await _all_chunks(backend, "batch-1")
     assert [c.index for c in streamed] == list(range(1_234))
-    assert [c.job_ids for c in streamed] == plan
+    assert [c.job_ids for c in streamed] == [list(chunk) for chunk in plan]
     assert {c.batch_id for c in streamed} == {"batch-1"}
 
 

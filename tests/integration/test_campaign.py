@@ -40,7 +40,7 @@ FAST_RETRIES = {
 async def run_campaign(settings: Any, request: BatchRequest) -> dict[str, Any]:
     """Submit one batch, work the queue until it is empty, return the report file's content."""
     async with open_runtime(settings, consumer="test") as runtime:
-        await submit_batch(runtime.stores.queue, request)
+        await submit_batch(runtime.stores.queue, request, runtime.stores.ledger)
         await asyncio.wait_for(runtime.worker.run(until_empty=True), 300)
     report: dict[str, Any] = json.loads((Path(settings.report_dir) / f"{request.batch_id}.json").read_text())
     return report

@@ -92,7 +92,9 @@ def test_tags_need_key_and_value() -> None:
 def test_chunks_are_deterministic() -> None:
     """Planning the same IDs twice yields the same chunks, in order, none larger than the size."""
     ids = list(range(1, 24))
-    assert plan_chunks(ids, 10) == plan_chunks(ids, 10) == [ids[:10], ids[10:20], ids[20:]]
+    plan = [list(chunk) for chunk in plan_chunks(ids, 10)]
+    assert plan == [list(chunk) for chunk in plan_chunks(ids, 10)] == [ids[:10], ids[10:20], ids[20:]]
+    assert len(plan_chunks(ids, 10)) == 3 and list(plan_chunks(ids, 10)[-1]) == ids[20:]
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,8 +9,9 @@ from pathlib import Path
 from fakes import FakeDli, FakeLedger, FakeQueue, FakeStore, ManualClock
 
 from exporter.errors import Transient
-from exporter.models import BatchInfo, BatchState
+from exporter.models import BatchInfo, BatchRequest, BatchState
 from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.submission import submit_batch
 from exporter.worker import Worker, WorkerOptions
 
 
@@ -118,3 +119,25 @@ async def test_idle_worker_assists_a_running_batch(tmp_path: Path) -> None:
     assert (await ledger.get_batch("x")).totals.verified == 7  # type: ignore[union-attr]
     assert (await ledger.get_batch("x")).state is BatchState.RUNNING  # type: ignore[union-attr]
     assert queue.acked == []
+
+
+async def test_submit_plans_in_the_ledger_and_the_message_carries_no_ids(tmp_path: Path) -> None:
+    """Submitted IDs go to the ledger at once; the queued message is small and the worker finishes it."""
+    worker, queue, _, ledger = make(tmp_path)
+    request = BatchRequest(batch_id="big", project_id="p1", obs_dir="bucket", job_ids=list(range(1, 251)))
+    assert await submit_batch(queue, request, ledger)
+    body = str(next(iter(queue.messages.values()))["body"])
+    assert '"planned":true' in body and "job_ids" not in body and '"jobs":250' in body
+    assert (await ledger.get_batch("big")).totals.chunks == 3  # type: ignore[union-attr]
+    await asyncio.wait_for(worker.run(until_empty=True), 10)
+    assert (await ledger.get_batch("big")).totals.verified == 250  # type: ignore[union-attr]
+
+
+async def test_planned_message_without_its_plan_is_dead_lettered(tmp_path: Path) -> None:
+    """A planned message whose batch is missing from the ledger is parked with a reason naming the setting."""
+    worker, queue, _, _ = make(tmp_path)
+    await queue.put_raw(
+        json.dumps({"batch_id": "ghost", "project_id": "p1", "obs_dir": "bucket", "planned": True})
+    )
+    await asyncio.wait_for(worker.run(until_empty=True), 10)
+    assert "EXPORTER_QUEUE_URL" in queue.parked[0].reason
