@@ -76,14 +76,14 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
         ) as backend:
             yield Stores(
-                backend.queue, backend.ledger, backend.limiter(settings.rate_limit, settings.rate_burst)
+                backend.queue, backend.ledger, backend.limiter(settings.effective_rate, settings.rate_burst)
             )
     else:
         from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as backend:
             yield Stores(
-                backend.queue, backend.ledger, LocalRateLimiter(settings.rate_limit, settings.rate_burst)
+                backend.queue, backend.ledger, LocalRateLimiter(settings.effective_rate, settings.rate_burst)
             )
 
 

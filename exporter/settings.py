@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # --- rate and concurrency ---------------------------------------------------------------------------
     rate_limit: float = Field(default=10.0, gt=0, le=100_000, description="requests/s to DLI, all replicas")
     rate_burst: int = Field(default=1, ge=1, le=10_000)
+    rate_headroom: float = Field(
+        default=0.02, ge=0, le=0.5, description="share kept below rate_limit so jitter never trips a window"
+    )
     concurrency: int = Field(default=16, ge=1, le=10_000)
     chunk_size: int = Field(default=100, ge=1, le=1000)
     max_jobs_per_batch: int = Field(default=1_000_000, ge=1)
@@ -147,6 +150,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     # --- derived ---------------------------------------------------------------------------------------
+    @property
+    def effective_rate(self) -> float:
+        """The rate the limiter paces at: a little under the gateway's, since arrivals jitter."""
+        return self.rate_limit * (1 - self.rate_headroom)
+
     @property
     def uses_redis(self) -> bool:
         return urlsplit(self.queue_url).scheme in {"redis", "rediss"}
