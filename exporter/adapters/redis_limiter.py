@@ -1,0 +1,145 @@
+"""Global rate limiter on Redis: GCRA in one Lua script on the server clock, shared by every replica.
+
+Each caller reserves the next slot `1/rate` after the previous one (at most `burst` slots early), exactly
+like the in-process `LocalRateLimiter`, but the theoretical arrival time lives in Redis and is read and
+moved by one script, so all replicas together stay under the rate. The script answers "your slot is in
+N µs" and the caller sleeps locally; only the server clock decides slots, so replicas' clocks never matter.
+
+A 429 sets a shared "paused until" key (the later of the old and new deadline); a caller whose sleep ends
+inside a pause reserves again behind it. When Redis is slow or unreachable the caller waits and asks
+again: it never sends a request without a slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from redis.commands.core import AsyncScript
+
+from exporter.adapters.redis_connection import RedisConnection
+from exporter.clock import SystemClock
+from exporter.errors import StoreUnavailable
+from exporter.ports import Clock
+
+__all__ = ["RedisRateLimiter"]
+
+log = structlog.get_logger(__name__)
+
+_MICROSECONDS = 1_000_000
+_FIRST_RETRY = 0.05
+_LONGEST_RETRY = 2.0
+
+_NOW_US = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function expire_ms(deadline_us, now)
+  return int(math.ceil((deadline_us - now) / 1000) + 1000)
+end
+"""
+
+_RESERVE = (
+    _NOW_US
+    + """
+local now = now_us()
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local paused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(now, paused_until)
+local slot = math.max(start, tat - tolerance)
+local next_tat = math.max(tat, start) + interval
+redis.call('SET', KEYS[1], int(next_tat), 'PX', expire_ms(next_tat, now))
+return int(slot - now)
+"""
+)
+
+_PAUSE = (
+    _NOW_US
+    + """
+local now = now_us()
+local until_us = now + tonumber(ARGV[1])
+local paused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if until_us > paused_until then
+  redis.call('SET', KEYS[2], int(until_us), 'PX', expire_ms(until_us, now))
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < until_us then redis.call('SET', KEYS[1], int(until_us), 'PX', expire_ms(until_us, now)) end
+  paused_until = until_us
+end
+return int(paused_until - now)
+"""
+)
+
+_PAUSE_LEFT = (
+    _NOW_US
+    + """
+local paused_until = tonumber(redis.call('GET', KEYS[1]) or '0')
+return int(math.max(0, paused_until - now_us()))
+"""
+)
+
+
+class RedisRateLimiter:
+    """Admit `rate` requests per second across every replica sharing the key prefix, `burst` back to back."""
+
+    __slots__ = ("_clock", "_conn", "_interval_us", "_keys", "_scripts", "_tolerance_us", "_waiting")
+
+    def __init__(
+        self, conn: RedisConnection, rate: float, burst: int = 1, clock: Clock | None = None
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._conn = conn
+        self._clock: Clock = clock or SystemClock()
+        self._interval_us = _MICROSECONDS / rate
+        self._tolerance_us = (burst - 1) * self._interval_us
+        self._keys = [conn.key("limiter", "tat"), conn.key("limiter", "paused_until")]
+        self._scripts = {
+            "reserve": conn.script(_RESERVE),
+            "pause": conn.script(_PAUSE),
+            "pause_left": conn.script(_PAUSE_LEFT),
+        }
+        self._waiting = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisRateLimiter rate={_MICROSECONDS / self._interval_us:.3f}/s "
+            f"key={self._keys[0]!r} waiting={self._waiting}>"
+        )
+
+    async def acquire(self) -> float:
+        """Reserve the next shared slot, sleep until it, and reserve again if a pause began meanwhile."""
+        began = self._clock.monotonic()
+        self._waiting += 1
+        try:
+            while True:
+                wait_us = await self._patiently(
+                    "reserve", self._keys, [self._interval_us, self._tolerance_us]
+                )
+                if wait_us <= 0:
+                    return self._clock.monotonic() - began
+                await self._clock.sleep(wait_us / _MICROSECONDS)
+                if await self._patiently("pause_left", self._keys[1:], []) <= 0:
+                    return self._clock.monotonic() - began
+        finally:
+            self._waiting -= 1
+
+    async def pause(self, seconds: float) -> None:
+        """Nobody on any replica gets a slot until `seconds` from now (or a later pause already set)."""
+        left_us = await self._patiently("pause", self._keys, [max(0.0, seconds) * _MICROSECONDS])
+        log.info("limiter.paused", seconds=seconds, paused_for=left_us / _MICROSECONDS)
+
+    async def _patiently(self, name: str, keys: list[str], args: list[Any]) -> int:
+        """Run a script until Redis answers: no answer means no slot, so waiting is all there is."""
+        script: AsyncScript = self._scripts[name]
+        retry_in = _FIRST_RETRY
+        while True:
+            try:
+                return int(await self._conn.run(f"limiter.{name}", script, keys, args))
+            except StoreUnavailable:
+                log.warning("limiter.redis_unavailable", operation=name, retry_in=retry_in)
+                await self._clock.sleep(retry_in)
+                retry_in = min(retry_in * 2, _LONGEST_RETRY)

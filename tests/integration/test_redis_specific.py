@@ -1,0 +1,690 @@
+"""What only the Redis backend has to prove, against the real Redis on 127.0.0.1:6379 (DB 15).
+
+The shared contract suite (tests/contract/) covers the queue and ledger behaviour both backends share;
+here: several clients sharing one limiter and one pause, connections killed under load, poison messages,
+takeover from a dead consumer, retried scripts, concurrent replicas on one ledger, and a Redis restart
+(a private `redis-server` with an append-only file, so the shared server is never restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError as RedisBusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from support import free_port
+
+from exporter.adapters.redis import RedisBackend, client_name, open_redis
+from exporter.adapters.redis_ledger import chunk_share
+from exporter.app import open_runtime
+from exporter.errors import StoreUnavailable
+from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, Segment, Totals
+from exporter.ports import Claim
+from exporter.submission import submit_batch
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+GROUP = "exporters"
+
+
+def _prefix() -> str:
+    return f"test-redis-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own."""
+    return _prefix()
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[Redis]:
+    """A plain client on DB 15 to look at keys and kill connections, as an operator would."""
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def backend(prefix: str) -> AsyncIterator[RedisBackend]:
+    """The backend under a unique prefix, purged afterwards."""
+    async with open_redis(REDIS_URL, key_prefix=prefix, consumer_group=GROUP, max_deliveries=3) as opened:
+        try:
+            yield opened
+        finally:
+            await opened.purge()
+
+
+async def _replicas(stack: AsyncExitStack, prefix: str, count: int) -> list[RedisBackend]:
+    """`count` backends on one prefix, each with its own connections, like replicas in separate pods."""
+    return [
+        await stack.enter_async_context(open_redis(REDIS_URL, key_prefix=prefix, consumer_group=GROUP))
+        for _ in range(count)
+    ]
+
+
+async def _kill_connections(admin: Redis, prefix: str) -> int:
+    """CLIENT KILL every connection the backend with this prefix holds; returns how many."""
+    name = client_name(prefix)
+    clients = [client for client in await admin.client_list() if client.get("name") == name]
+    for client in clients:
+        await admin.client_kill_filter(_id=client["id"])
+    return len(clients)
+
+
+async def _poll_claim(backend: RedisBackend, consumer: str, lease: float, within: float = 10.0) -> Claim:
+    """Claim until something comes back (a lease or delay passing on the server clock), bounded in time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        claim = await backend.queue.claim(consumer, lease)
+        if claim is not None:
+            return claim
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing to claim within {within} s")
+
+
+def _batch(batch_id: str = "batch-1") -> BatchInfo:
+    now = time.time()
+    return BatchInfo(
+        batch_id=batch_id,
+        project_id="p1",
+        obs_dir="dli-exports/x",
+        chunk_size=10,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _chunks(count: int, size: int = 10) -> list[list[int]]:
+    return [[index * size + offset + 1 for offset in range(size)] for index in range(count)]
+
+
+# --- limiter ----------------------------------------------------------------------------------------
+
+
+async def test_limiter_spaces_requests_across_several_clients(prefix: str) -> None:
+    """Three clients with their own connections share one rate: no window sees more than rate x window."""
+    rate, per_client = 40.0, 12
+    granted: list[float] = []
+
+    async def take(backend: RedisBackend) -> None:
+        limiter = backend.limiter(rate)
+        for _ in range(per_client):
+            await limiter.acquire()
+            granted.append(time.monotonic())
+
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, prefix, 3)
+        try:
+            await asyncio.gather(*(take(replica) for replica in replicas))
+        finally:
+            await replicas[0].purge()
+
+    granted.sort()
+    window = 0.25
+    busiest = max(sum(1 for t in granted if start <= t < start + window) for start in granted)
+    assert busiest <= rate * window + 4  # burst 1, plus slack for local wake-ups bunched by a busy loop
+    assert granted[-1] - granted[0] >= (len(granted) - 2) / rate * 0.9
+
+
+async def test_limiter_burst_lets_that_many_through_at_once(backend: RedisBackend) -> None:
+    """With burst 3 the first three slots are immediate and the fourth waits one interval."""
+    limiter = backend.limiter(rate=2.0, burst=3)
+    waits = [await limiter.acquire() for _ in range(4)]
+    assert max(waits[:3]) < 0.1
+    assert 0.3 < waits[3] < 1.5
+
+
+async def test_pause_from_one_client_holds_every_client(prefix: str) -> None:
+    """A 429 seen by one replica sets the shared pause; another replica's next slot comes after it, even
+    with burst to spare and after a shorter pause from a third."""
+    async with AsyncExitStack() as stack:
+        first, second, third = await _replicas(stack, prefix, 3)
+        try:
+            await first.limiter(rate=100.0).pause(0.6)
+            await third.limiter(rate=100.0).pause(0.05)  # an earlier deadline must not shorten the pause
+            waited = await second.limiter(rate=100.0, burst=100).acquire()
+        finally:
+            await first.purge()
+    assert 0.45 < waited < 2.0
+
+
+async def test_pause_during_a_wait_sends_the_caller_behind_it(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """A caller sleeping towards its slot when a pause begins goes after the pause, not at its old slot."""
+    limiter = backend.limiter(rate=2.0)
+    await limiter.acquire()
+    tat_key = f"{prefix}:limiter:tat"
+    first_tat = await admin.get(tat_key)
+    waiting = asyncio.create_task(limiter.acquire())
+    deadline = time.monotonic() + 10
+    while await admin.get(tat_key) == first_tat:  # until the caller holds its slot, 0.5 s ahead
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    await backend.limiter(rate=2.0).pause(1.2)
+    waited = await asyncio.wait_for(waiting, timeout=10)
+    assert waited > 1.0
+
+
+async def test_limiter_rejects_impossible_settings(backend: RedisBackend) -> None:
+    """A rate or burst that could never admit a request is refused at once."""
+    with pytest.raises(ValueError, match="rate"):
+        backend.limiter(rate=0)
+    with pytest.raises(ValueError, match="burst"):
+        backend.limiter(rate=1, burst=0)
+
+
+# --- connections -------------------------------------------------------------------------------------
+
+
+async def test_killed_connections_lose_and_repeat_nothing(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """Connections killed again and again under load: every message is processed once, none is lost."""
+    bodies = [f"message-{index}" for index in range(90)]
+    for body in bodies:
+        await backend.queue.put(body, body)
+    processed: list[str] = []
+    kills = 0
+
+    async def consume(consumer: str) -> None:
+        nonlocal kills
+        while (claim := await backend.queue.claim(consumer, 60)) is not None:
+            processed.append(claim.body)
+            if len(processed) % 3 == 0:  # while the other consumer is mid-call, as often as not
+                kills += await _kill_connections(admin, prefix)
+            await backend.queue.ack(claim)
+
+    await asyncio.wait_for(asyncio.gather(consume("c1"), consume("c2")), timeout=60)
+    assert kills >= len(bodies) // 3
+    assert sorted(processed) == sorted(bodies)
+    assert await backend.queue.depth() == 0
+    assert await backend.queue.dead_letters() == []
+
+
+async def test_killed_connection_recovers_for_ledger_and_limiter(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """After CLIENT KILL the next ledger, limiter and ping calls reconnect by themselves."""
+    assert await backend.ledger.create_batch(_batch(), _chunks(3))
+    assert await _kill_connections(admin, prefix) > 0
+    chunk = (await backend.ledger.open_chunks("batch-1"))[0]
+    await backend.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.EXPORTED}))
+    await _kill_connections(admin, prefix)
+    await backend.limiter(rate=50.0).acquire()
+    await _kill_connections(admin, prefix)
+    await backend.queue.ping()
+    batch = await backend.ledger.get_batch("batch-1")
+    assert batch is not None
+    assert batch.totals.exported == 1
+
+
+async def test_unreachable_redis_raises_store_unavailable_in_bounded_time(prefix: str) -> None:
+    """Nothing listening: calls raise StoreUnavailable after the budget, and acquire keeps waiting."""
+    url = f"redis://127.0.0.1:{free_port()}/15"
+    async with open_redis(url, key_prefix=prefix, consumer_group=GROUP, unavailable_after=0.5) as backend:
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await backend.queue.ping()
+        with pytest.raises(StoreUnavailable):
+            await backend.queue.claim("c1", 30)
+        assert time.monotonic() - began < 5
+        acquiring = asyncio.create_task(backend.limiter(rate=10.0).acquire())
+        done, _ = await asyncio.wait({acquiring}, timeout=1.2)
+        assert not done  # no slot without Redis: it waits rather than let a request through
+        acquiring.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acquiring
+
+
+# --- queue -------------------------------------------------------------------------------------------
+
+
+async def test_poison_message_parked_after_max_deliveries(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """A message whose leases keep expiring is delivered max_deliveries (3) times, then parked and acked;
+    clean hand-backs (nacks) before that do not count towards it."""
+    await backend.queue.put("poison", '{"boom": true}')
+    for handbacks in range(4):
+        claim = await _poll_claim(backend, "worker", lease=0.05)
+        assert (claim.deliveries, claim.handbacks) == (handbacks + 1, handbacks)
+        await backend.queue.nack(claim, 0)
+    unfinished = [
+        (await _poll_claim(backend, f"worker-{n}", lease=0.05)).unfinished_deliveries for n in range(3)
+    ]
+    assert unfinished == [1, 2, 3]
+    deadline = time.monotonic() + 10
+    while not await backend.queue.dead_letters():
+        assert await backend.queue.claim("worker-x", 0.05) is None
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    [letter] = await backend.queue.dead_letters()
+    assert letter.reason == "poison: delivered 3 times without finishing"
+    assert letter.body == '{"boom": true}'
+    assert letter.deliveries == 7
+    assert await backend.queue.depth() == 0
+    assert (await admin.xpending(f"{prefix}:queue:stream", GROUP))["pending"] == 0
+    assert await admin.hlen(f"{prefix}:queue:handbacks") == 0
+
+
+async def test_dead_consumer_is_taken_over_and_its_claim_fenced_off(prefix: str, admin: Redis) -> None:
+    """A consumer that dies holding a message loses it after its lease; its stale claim can neither
+    extend, hand back nor park it, while the new holder's claim works."""
+    async with open_redis(REDIS_URL, key_prefix=prefix, consumer_group=GROUP) as survivor:
+        try:
+            async with open_redis(REDIS_URL, key_prefix=prefix, consumer_group=GROUP) as doomed:
+                await doomed.queue.put("b1", "work")
+                stale = await doomed.queue.claim("doomed-pod", lease_seconds=0.2)
+                assert stale is not None
+            taken = await _poll_claim(survivor, "survivor-pod", lease=0.2)
+            assert (taken.message_id, taken.body, taken.deliveries) == (stale.message_id, "work", 2)
+            assert not await survivor.queue.extend(stale, 30)
+            await survivor.queue.nack(stale, 0)
+            await survivor.queue.dead_letter(stale, "stale holder thinks it is bad")
+            assert await survivor.queue.dead_letters() == []
+            assert await survivor.queue.extend(taken, 30)
+            [entry] = await admin.xpending_range(f"{prefix}:queue:stream", GROUP, "-", "+", 10)
+            assert entry["consumer"] == "survivor-pod"
+            await survivor.queue.ack(taken)
+            assert await survivor.queue.depth() == 0
+        finally:
+            await survivor.purge()
+
+
+async def test_extended_lease_outlives_the_first_one(backend: RedisBackend) -> None:
+    """The holder's extension counts, not the claimer's lease: a sibling message with the same short
+    lease is taken over while the extended one stays put."""
+    await backend.queue.put("b1", "extended")
+    await backend.queue.put("b2", "abandoned")
+    extended = await backend.queue.claim("a", 0.2)
+    abandoned = await backend.queue.claim("a", 0.2)
+    assert extended is not None
+    assert abandoned is not None
+    assert await backend.queue.extend(extended, 60)
+    taken = await _poll_claim(backend, "b", lease=0.2)
+    assert taken.body == "abandoned"
+    assert await backend.queue.claim("b", 0.2) is None
+
+
+async def test_retried_claim_returns_the_same_message(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim re-sent after its answer was lost (same call token) gets the same message, not a second one."""
+    await backend.queue.put("b1", "one")
+    await backend.queue.put("b2", "two")
+    monkeypatch.setattr("exporter.adapters.redis_queue._token", lambda: "fixed-token")
+    first = await backend.queue.claim("c1", 30)
+    again = await backend.queue.claim("c1", 30)
+    assert first is not None
+    assert first == again
+    assert first.body == "one"
+
+
+async def test_put_retried_after_lost_answer_still_reports_accepted(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put re-sent with the same token is told it was accepted (by itself), and enqueues nothing more."""
+    monkeypatch.setattr("exporter.adapters.redis_queue._token", lambda: "fixed-token")
+    assert await backend.queue.put("b1", "body")
+    assert await backend.queue.put("b1", "body")
+    monkeypatch.setattr("exporter.adapters.redis_queue._token", lambda: "another-token")
+    assert not await backend.queue.put("b1", "body")
+    assert await backend.queue.depth() == 1
+
+
+# --- ledger ------------------------------------------------------------------------------------------
+
+
+def _recount(chunks: list[ChunkRecord]) -> Totals:
+    totals = Totals(jobs=sum(len(chunk.job_ids) for chunk in chunks), chunks=len(chunks))
+    for chunk in chunks:
+        share = chunk_share(chunk)
+        for name in ("verified", "failed", "pending", "exported", "chunks_verified", "chunks_failed"):
+            setattr(totals, name, getattr(totals, name) + getattr(share, name))
+    return totals
+
+
+def _final_state(chunk: ChunkRecord) -> ChunkRecord:
+    """Chunk i ends verified, failed, split, or exported, by i mod 4."""
+    kind = chunk.index % 4
+    if kind == 0:
+        return chunk.model_copy(update={"state": ChunkState.VERIFIED})
+    if kind == 1:
+        return chunk.model_copy(update={"state": ChunkState.FAILED})
+    if kind == 2:
+        half = len(chunk.job_ids) // 2
+        segments = [
+            Segment(job_ids=chunk.job_ids[:half], state=ChunkState.VERIFIED),
+            Segment(job_ids=chunk.job_ids[half:], state=ChunkState.FAILED),
+        ]
+        return chunk.model_copy(update={"state": ChunkState.FAILED, "segments": segments})
+    return chunk.model_copy(update={"state": ChunkState.EXPORTED})
+
+
+async def test_totals_equal_chunk_states_under_concurrent_replicas(prefix: str) -> None:
+    """Two replicas saving chunks concurrently (each save twice, as a retry would) keep every total equal to
+    the sum over the chunk states."""
+    async with AsyncExitStack() as stack:
+        first, second = await _replicas(stack, prefix, 2)
+        try:
+            assert await first.ledger.create_batch(_batch(), _chunks(120))
+            chunks = await first.ledger.open_chunks("batch-1")
+
+            async def work(replica: RedisBackend, mine: list[ChunkRecord]) -> None:
+                for chunk in mine:
+                    await replica.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.EXPORTED}))
+                    await replica.ledger.save_chunk(_final_state(chunk))
+                    await replica.ledger.save_chunk(_final_state(chunk))
+
+            await asyncio.gather(work(first, chunks[0::2]), work(second, chunks[1::2]))
+            batch = await second.ledger.get_batch("batch-1")
+            stored = [chunk async for chunk in second.ledger.chunks("batch-1")]
+            open_indexes = [chunk.index for chunk in await first.ledger.open_chunks("batch-1")]
+        finally:
+            await first.purge()
+    assert batch is not None
+    assert batch.totals == _recount(stored)
+    assert batch.totals.verified == 30 * 10 + 30 * 5
+    assert open_indexes == [chunk.index for chunk in stored if chunk.index % 4 == 3]
+
+
+async def test_racing_creates_make_one_batch_and_keep_progress(prefix: str, admin: Redis) -> None:
+    """Replicas creating the same batch at once: exactly one wins, a late create changes nothing, and no
+    staging key is left behind."""
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, prefix, 3)
+        try:
+            created = await asyncio.gather(
+                *(r.ledger.create_batch(_batch(), _chunks(2000)) for r in replicas)
+            )
+            first = (await replicas[0].ledger.open_chunks("batch-1"))[0]
+            await replicas[0].ledger.save_chunk(first.model_copy(update={"state": ChunkState.VERIFIED}))
+            assert not await replicas[1].ledger.create_batch(_batch(), _chunks(2000))
+            kept = [chunk async for chunk in replicas[2].ledger.chunks("batch-1")]
+            staging = [key async for key in admin.scan_iter(match=f"{prefix}:ledger:staging:*")]
+            expiring = [await admin.ttl(f"{prefix}:ledger:{kind}:batch-1") for kind in ("chunks", "open")]
+        finally:
+            await replicas[0].purge()
+    assert sorted(created) == [False, False, True]
+    assert len(kept) == 2000
+    assert kept[0].state is ChunkState.VERIFIED
+    assert staging == []
+    assert expiring == [-1, -1]  # the staging keys' expiry must not follow them into place
+
+
+async def test_ten_thousand_chunks_are_created_quickly(backend: RedisBackend) -> None:
+    """A batch of a million IDs (10,000 chunks) is recorded in well under the time a worker would notice."""
+    began = time.monotonic()
+    assert await backend.ledger.create_batch(_batch(), _chunks(10_000, size=100))
+    elapsed = time.monotonic() - began
+    batch = await backend.ledger.get_batch("batch-1")
+    assert batch is not None
+    assert (batch.totals.jobs, batch.totals.chunks, batch.totals.pending) == (1_000_000, 10_000, 10_000)
+    assert elapsed < 5.0
+
+
+async def test_saving_an_unplanned_chunk_is_refused(backend: RedisBackend) -> None:
+    """A chunk index the batch never planned would corrupt the totals, so it is refused loudly."""
+    assert await backend.ledger.create_batch(_batch(), _chunks(2))
+    with pytest.raises(LookupError):
+        await backend.ledger.save_chunk(ChunkRecord(batch_id="batch-1", index=7, job_ids=[1]))
+    with pytest.raises(LookupError):
+        await backend.ledger.save_chunk(ChunkRecord(batch_id="other", index=0, job_ids=[1]))
+
+
+async def test_chunk_ownership_expires_with_its_ttl(backend: RedisBackend) -> None:
+    """A replica that dies holding a chunk loses it when the ttl passes; until then nobody else gets it."""
+    assert await backend.ledger.claim_chunk("batch-1", 0, "dead-pod", ttl_seconds=0.2)
+    assert not await backend.ledger.claim_chunk("batch-1", 0, "live-pod", ttl_seconds=30)
+    deadline = time.monotonic() + 10
+    while not await backend.ledger.claim_chunk("batch-1", 0, "live-pod", ttl_seconds=30):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await backend.ledger.release_chunk("batch-1", 0, "dead-pod")  # too late: not the owner any more
+    assert not await backend.ledger.claim_chunk("batch-1", 0, "third-pod", ttl_seconds=30)
+
+
+# --- a whole campaign ---------------------------------------------------------------------------------
+
+
+async def test_campaign_on_redis_completes_while_connections_are_cut(
+    stack: Any, admin: Redis, prefix: str
+) -> None:
+    """The real runtime on Redis (simulator, S3 server, queue, ledger, global limiter), its connections
+    killed again and again mid-campaign: the batch completes with every ID verified exactly once."""
+    job_ids = list(range(1, 801))
+    settings = {
+        "queue_url": REDIS_URL,
+        "redis_key_prefix": prefix,
+        "rate_limit": 400,
+        "concurrency": 8,
+        "poll_interval": 0.05,
+        "verify_grace_seconds": 10,
+        "retry_initial_backoff": 0.02,
+        "retry_max_backoff": 0.5,
+    }
+    kills = 0
+    try:
+        async with stack(jobs=800, faults={"latency_ms": 5, "seed": 3}, **settings) as s:
+            request = BatchRequest(
+                batch_id="campaign",
+                project_id=s.settings.project_id,
+                obs_dir=f"{s.bucket}/exports",
+                job_ids=job_ids,
+                chunk_size=10,
+            )
+            async with open_runtime(s.settings, consumer="redis-test") as runtime:
+                assert await submit_batch(runtime.stores.queue, request, runtime.stores.ledger)
+                working = asyncio.create_task(runtime.worker.run(until_empty=True))
+                while not working.done() and kills < 300:
+                    kills += await _kill_connections(admin, prefix)
+                    await asyncio.wait({working}, timeout=0.05)
+                await asyncio.wait_for(working, timeout=120)
+                batch = await runtime.stores.ledger.get_batch("campaign")
+            report = json.loads((Path(s.settings.report_dir) / "campaign.json").read_text())
+    finally:
+        keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await admin.delete(*keys)
+    assert kills >= 5
+    assert batch is not None
+    assert batch.state is BatchState.COMPLETED
+    assert batch.totals.verified == len(job_ids)
+    reported = [job_id for row in report["chunks"] for job_id in row["job_ids"]]
+    assert sorted(reported) == job_ids
+    assert {row["state"] for row in report["chunks"]} == {"verified"}
+
+
+# --- Redis restart (a private server, so the shared one stays up) -------------------------------------
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of this test's own with an fsync'ed append-only file, to kill and start again."""
+
+    port: int
+    directory: Path
+    password: str | None = None
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/15"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        arguments = [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+        ]
+        arguments += ["--appendonly", "yes", "--appendfsync", "always", *self.extra_args]
+        if self.password:
+            arguments += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            [binary, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    async def wait_ready(self) -> None:
+        client = Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.2)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    await client.ping()
+                except (RedisConnectionError, RedisBusyLoadingError):
+                    assert time.monotonic() < deadline, "private redis-server did not start"
+                    await asyncio.sleep(0.02)
+                else:
+                    return
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server on a free port, stopped at the end."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(port=free_port(), directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, issuer: str, public: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+        )
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        build("test CA", "test CA", ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        build("127.0.0.1", "test CA", server_key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+async def test_tls_with_password_and_private_ca(tmp_path: Path, prefix: str) -> None:
+    """rediss:// with a password and the CA file of a private CA works end to end; a wrong password is
+    reported as StoreUnavailable, never as a crash."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("cryptography")
+    ca, cert, key = _tls_files(tmp_path)
+    tls_port = free_port()
+    tls = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    tls += ("--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no")
+    server = PrivateRedis(port=free_port(), directory=tmp_path, password="s3cret-pass", extra_args=tls)
+    server.start()
+    try:
+        await server.wait_ready()
+        url = f"rediss://127.0.0.1:{tls_port}/15"
+        options = {"key_prefix": prefix, "consumer_group": GROUP, "ssl_ca_file": str(ca)}
+        async with open_redis(url, password="s3cret-pass", **options) as backend:
+            assert await backend.queue.put("b1", "over tls")
+            claim = await backend.queue.claim("c1", 30)
+            assert claim is not None
+            assert claim.body == "over tls"
+        async with open_redis(url, password="wrong", unavailable_after=0.5, **options) as backend:
+            with pytest.raises(StoreUnavailable):
+                await backend.queue.ping()
+    finally:
+        server.kill()
+
+
+async def test_redis_restart_mid_use_loses_nothing(private_redis: PrivateRedis, prefix: str) -> None:
+    """Redis killed and started again: calls made meanwhile wait and then succeed, the claimed message and
+    the ledger survive, and the limiter hands out no slot while Redis is away."""
+    await private_redis.wait_ready()
+    async with open_redis(
+        private_redis.url, key_prefix=prefix, consumer_group=GROUP, unavailable_after=20
+    ) as b:
+        await b.queue.put("b1", "first")
+        claim = await b.queue.claim("c1", 60)
+        assert claim is not None
+        assert await b.ledger.create_batch(_batch(), _chunks(5))
+
+        private_redis.kill()
+        putting = asyncio.create_task(b.queue.put("b2", "second"))
+        acquiring = asyncio.create_task(b.limiter(rate=10.0).acquire())
+        done, _ = await asyncio.wait({putting, acquiring}, timeout=0.5)
+        assert not done
+        private_redis.start()
+
+        assert await asyncio.wait_for(putting, timeout=20)
+        await asyncio.wait_for(acquiring, timeout=20)
+        assert await b.queue.extend(claim, 60)
+        await b.queue.ack(claim)
+        second = await b.queue.claim("c1", 60)
+        assert second is not None
+        assert second.body == "second"
+        batch = await b.ledger.get_batch("batch-1")
+        assert batch is not None
+        assert batch.totals.pending == 5
