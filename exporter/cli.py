@@ -25,7 +25,7 @@ from exporter.logs import configure_logging
 from exporter.models import ListFilters
 from exporter.progress import batches_table, describe, eta_seconds, follow_progress
 from exporter.report import report_rows, stream_report
-from exporter.settings import CONFIG_FILE_VARIABLE, ENV_PREFIX, Settings, load_settings
+from exporter.settings import CONFIG_FILE_VARIABLE, ENV_PREFIX, Settings, load_settings, mask_url_password
 from exporter.submission import submit_batch
 
 __all__ = ["main"]
@@ -227,7 +227,7 @@ def status(
     async def one(stores: Stores, batch: str) -> None:
         info = await stores.ledger.get_batch(batch)
         if info is None:
-            raise InvalidInput(f"no batch {batch!r} in {settings.queue_url}")
+            raise InvalidInput(f"no batch {batch!r} in {mask_url_password(settings.queue_url)}")
         if as_json:
             click.echo(info.model_dump_json())
             return
@@ -270,7 +270,7 @@ def report(ctx: click.Context, batch_id: str, fmt: str) -> None:
         async with open_stores(settings) as stores:
             info = await stores.ledger.get_batch(batch_id)
             if info is None:
-                raise InvalidInput(f"no batch {batch_id!r} in {settings.queue_url}")
+                raise InvalidInput(f"no batch {batch_id!r} in {mask_url_password(settings.queue_url)}")
             chunks = stores.ledger.chunks(batch_id)
             if fmt == "jsonl":
                 async for row in report_rows(chunks):

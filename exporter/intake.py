@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 
+_MAX_JOB_ID_DIGITS = len(str(MAX_JOB_ID))
+
+
 def new_batch_id() -> str:
     """A fresh, sortable-enough, unique batch ID for submissions that do not name one."""
     return f"b-{uuid.uuid4().hex[:16]}"
@@ -36,6 +39,10 @@ def _parse_job_id(text: str, where: str) -> int:
     token = text.strip()
     if not token.isdigit() or not token.isascii():
         raise InvalidInput(f"{where}: {token!r} is not a job ID (a positive whole number)", field="job_ids")
+    if len(token.lstrip("0")) > _MAX_JOB_ID_DIGITS:  # before int(): 4,300+ digits raise ValueError
+        raise InvalidInput(
+            f"{where}: job ID {token[:24]}... is out of range 1..{MAX_JOB_ID}", field="job_ids"
+        )
     value = int(token)
     if not 1 <= value <= MAX_JOB_ID:
         raise InvalidInput(f"{where}: job ID {value} is out of range 1..{MAX_JOB_ID}", field="job_ids")
@@ -97,6 +104,8 @@ def parse_batch_message(body: str | bytes, *, max_jobs: int | None = None) -> Ba
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInput(f"message is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("message is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"message must be a JSON object, not {type(data).__name__}")
     return build_request(data, max_jobs=max_jobs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -54,19 +54,20 @@ def redact_text(text: str) -> str:
 
 
 def _redact_value(key: str, value: Any) -> Any:
-    if _SENSITIVE_KEY.search(key) and value is not None and not isinstance(value, bool | int | float):
-        return REDACTED
-    if isinstance(value, SecretStr):
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if _SENSITIVE_KEY.search(key) or isinstance(value, SecretStr):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, MutableMapping):
-        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, Mapping):  # dicts, and read-only ones such as aiohttp's CIMultiDictProxy
+        return {str(k): _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if len(value) == 2 and isinstance(value[0], str):  # a (name, value) pair, e.g. one header
+            return [value[0], _redact_value(value[0], value[1])]
         return [_redact_value(key, v) for v in value]
-    if isinstance(value, BaseException):
-        return redact_text(repr(value))
-    return value
+    # Anything else (exceptions, aiohttp's RequestInfo, ...) would be rendered by repr(), unredacted.
+    return redact_text(repr(value))
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -130,6 +130,9 @@ class Pipeline:
         self._options = options
         self._owner = owner
         self._clock: Clock = clock or SystemClock()
+        # One budget of in-flight export calls for the whole process, however many batches run at once:
+        # it is what bounds the exports repeated after a crash.
+        self._in_flight = asyncio.Semaphore(options.concurrency)
 
     # --- the whole batch --------------------------------------------------------------------------------
     async def run_batch(self, request: BatchRequest) -> BatchResult:
@@ -349,7 +352,8 @@ class Pipeline:
     async def _export_ids(self, batch: BatchInfo, job_ids: Sequence[int]) -> list[Segment]:
         """Export IDs; when DLI rejects several at once, split in halves until each bad ID stands alone."""
         try:
-            result = await self._dli.export_jobs(batch.project_id, batch.obs_dir, job_ids)
+            async with self._in_flight:
+                result = await self._dli.export_jobs(batch.project_id, batch.obs_dir, job_ids)
         except Permanent as error:
             if len(job_ids) == 1 or error.status not in (None, 400):
                 info = ErrorInfo(code=error.code, message=error.message)

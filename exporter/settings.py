@@ -7,9 +7,10 @@ are `SecretStr`, so they never appear in `repr`, logs or validation errors.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -22,10 +23,19 @@ from pydantic_settings import (
 from exporter.errors import ConfigError
 from exporter.models import check_project_id
 
-__all__ = ["ENV_PREFIX", "Settings", "format_validation_error", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "format_validation_error", "load_settings", "mask_url_password"]
 
 ENV_PREFIX = "EXPORTER_"
 CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with the password of its `user:password@` part (if any) replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _check_http_url(value: str | None) -> str | None:
@@ -148,6 +158,11 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr/str as pydantic makes them, but a password inside a URL setting shows as `***`."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url_password(value) if isinstance(value, str) and "@" in value else value
 
     # --- derived ---------------------------------------------------------------------------------------
     @property

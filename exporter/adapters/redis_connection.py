@@ -128,5 +128,5 @@ class RedisConnection:
                 "redis.unavailable", operation=operation, error=type(error).__name__, detail=str(error)
             )
             raise StoreUnavailable(
-                f"Redis did not answer {operation}: {error or type(error).__name__}"
+                f"Redis did not answer {operation}: {str(error) or type(error).__name__}"
             ) from error

@@ -255,12 +255,20 @@ class DliClient:
         except DliError as error:
             _count(request.operation, _outcome(error))
             if isinstance(error, Transient) and error.reason == "throttled":
-                await self._limiter.pause(
-                    error.retry_after if error.retry_after is not None else self._policy.initial_backoff
-                )
+                await self._limiter.pause(self._throttle_pause(error.retry_after))
             raise
         _count(request.operation, "ok")
         return result
+
+    def _throttle_pause(self, retry_after: float | None) -> float:
+        """How long a 429 stops every caller: its Retry-After, but no longer than a whole call may last.
+
+        The pause blocks every batch at once, so a gateway asking for the year 9999 must not freeze the
+        daemon; beyond the retry deadline the throttled call has given up anyway.
+        """
+        if retry_after is None:
+            return self._policy.initial_backoff
+        return min(retry_after, self._policy.deadline)
 
     def _sign(self, request: _Request) -> tuple[yarl.URL, dict[str, str]]:
         """The URL exactly as signed (already encoded, so aiohttp must not touch it) and the headers."""

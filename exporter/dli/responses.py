@@ -219,7 +219,7 @@ def _error_body(body: bytes) -> tuple[str | None, str]:
     """(error_code, error_msg) from a JSON error body; (None, "") for HTML pages and other noise."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         return None, ""
     if not isinstance(data, dict):
         return None, ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -195,3 +196,29 @@ async def test_assistant_works_chunks_and_leaves_finishing_to_the_owner(tmp_path
     result = await owner.run_batch(request(list(range(1, 31))))
     assert result.done and result.info is not None and result.info.totals.verified == 30
     assert sorted(len(c) for c in dli.calls) == [10, 10, 10]
+
+
+async def test_concurrency_is_one_budget_for_all_batches(tmp_path: Path) -> None:
+    """Two batches running at once never have more export calls in flight than EXPORTER_CONCURRENCY."""
+    pipeline, dli, _, _, _ = make(tmp_path, concurrency=3)
+    in_flight = peak = 0
+    original = dli.export_jobs
+
+    async def counting(project_id: str, obs_dir: str, job_ids: list[int]) -> object:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            return await original(project_id, obs_dir, job_ids)
+        finally:
+            in_flight -= 1
+
+    dli.export_jobs = counting  # type: ignore[method-assign,assignment]
+    first = BatchRequest(
+        batch_id="a", project_id="p1", obs_dir="bucket", job_ids=list(range(1, 41)), chunk_size=2
+    )
+    second = first.model_copy(update={"batch_id": "b"})
+    await asyncio.gather(pipeline.run_batch(first), pipeline.run_batch(second))
+    assert peak == 3
