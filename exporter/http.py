@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from exporter.submission import submit_batch
 __all__ = ["PROBE_PATHS", "ReadinessSource", "create_http_app"]
 
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
+READY_TIMEOUT_SECONDS = 2.0
 
 
 class ReadinessSource(Protocol):
@@ -42,10 +44,12 @@ def create_http_app(
 
     async def readyz(_: web.Request) -> web.Response:
         try:
-            await queue.ping()
-            depth = await queue.depth()
-        except StoreUnavailable as error:
-            return web.json_response({"ready": False, "reason": f"queue unreachable: {error}"}, status=503)
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):  # a probe must answer before kubelet gives up
+                await queue.ping()
+                depth = await queue.depth()
+        except (StoreUnavailable, TimeoutError) as error:
+            reason = f"queue unreachable: {error or 'no answer in time'}"
+            return web.json_response({"ready": False, "reason": reason}, status=503)
         metrics.QUEUE_DEPTH.set(depth)
         if not readiness.ready:
             return web.json_response({"ready": False, "reason": "draining"}, status=503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from exporter import http
 from exporter.adapters.sqlite import SqliteBackend, open_sqlite
 from exporter.http import PROBE_PATHS, create_http_app
 from exporter.settings import Settings
@@ -77,3 +79,25 @@ async def test_get_unknown_batch_is_404(client: tuple[TestClient, Readiness]) ->
     """Asking for a batch that does not exist answers 404, not 500."""
     http, _ = client
     assert (await http.get("/batches/nope")).status == 404
+
+
+class HangingQueue:
+    """A queue whose server accepted the connection but never answers."""
+
+    async def ping(self) -> None:
+        await asyncio.Event().wait()
+
+    async def depth(self) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+
+async def test_readyz_answers_503_when_the_queue_hangs(
+    backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue that does not answer makes /readyz say 503 within its own time limit, not hang the probe."""
+    monkeypatch.setattr(http, "READY_TIMEOUT_SECONDS", 0.05)
+    app = create_http_app(HangingQueue(), backend.ledger, Readiness(), Settings())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        response = await test_client.get("/readyz")
+        assert response.status == 503 and "queue unreachable" in (await response.json())["reason"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 
-from exporter.errors import AuthError, Permanent, Transient
+from exporter.errors import AuthError, InvalidInput, Permanent, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
 from exporter.pipeline import Pipeline, PipelineOptions
 
@@ -222,3 +222,12 @@ async def test_concurrency_is_one_budget_for_all_batches(tmp_path: Path) -> None
     second = first.model_copy(update={"batch_id": "b"})
     await asyncio.gather(pipeline.run_batch(first), pipeline.run_batch(second))
     assert peak == 3
+
+
+async def test_listing_over_the_batch_limit_is_refused(tmp_path: Path) -> None:
+    """An --all listing that matches more jobs than EXPORTER_MAX_JOBS_PER_BATCH is refused by name."""
+    pipeline, dli, _, ledger, _ = make(tmp_path, max_jobs_per_batch=50)
+    dli.known = 51
+    with pytest.raises(InvalidInput, match="EXPORTER_MAX_JOBS_PER_BATCH"):
+        await pipeline.run_batch(request(None, select_all=True))
+    assert await ledger.get_batch("b1") is None
