@@ -26,6 +26,7 @@ __all__ = [
     "DEV_SK",
     "LocalStack",
     "create_bucket",
+    "free_port",
     "local_stack",
     "s3_server",
     "settings_env",
@@ -45,7 +46,8 @@ class LocalStack:
     settings: Settings
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -58,7 +60,7 @@ def s3_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -37,15 +37,10 @@ def _restore_structlog() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 HTTP server (moto's server mode) on a free 127.0.0.1 port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    from exporter.devstack import s3_server as start_s3_server
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with start_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -252,7 +252,7 @@ def _throttled(knobs: FaultKnobs, wait_seconds: float) -> web.Response:
     return _error(429, "APIG.0308", message, {"Retry-After": retry_after_header(wait_seconds)})
 
 
-def _reset_connection(request: web.Request) -> web.Response:
+def reset_connection(request: web.Request) -> web.Response:
     """Abort the TCP connection with an RST (SO_LINGER 0), the way a crashing backend drops it."""
     transport = request.transport
     if transport is not None:
@@ -272,7 +272,7 @@ def _before_work_fault(fault: FaultKind, request: web.Request, state: SimulatorS
     if fault is FaultKind.HTML:
         return web.Response(status=502, text=_GATEWAY_HTML, content_type="text/html")
     if fault is FaultKind.RESET:
-        return _reset_connection(request)
+        return reset_connection(request)
     if fault is FaultKind.NOT_SUCCESS:
         listing = request.match_info.route.name == LIST_ROUTE
         flag: bool | str = "false" if listing or state.knobs.is_success_as_string else False

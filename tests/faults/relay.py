@@ -13,9 +13,7 @@ the TLS tests use as a self-signed front for plain-HTTP servers.
 
 from __future__ import annotations
 
-import socket
 import ssl
-import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +22,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import yarl
 from aiohttp import web
+
+from exporter.simulator.app import reset_connection
 
 __all__ = ["Answer", "Drop", "Forward", "Relay", "RelayRequest", "Rule", "forward_all", "running_relay"]
 
@@ -149,12 +149,12 @@ class Relay:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._down:
             self.counts["down"] += 1
-            return _reset(request)
+            return reset_connection(request)
         seen = RelayRequest(request.method, request.raw_path, dict(request.headers))
         action = self.rule(seen)
         self.counts[action.label] += 1
         if isinstance(action, Drop):
-            return _reset(request)
+            return reset_connection(request)
         if isinstance(action, Answer):
             return web.Response(status=action.status, body=action.body, headers=action.headers)
         return await self._forward(request, action)
@@ -181,28 +181,13 @@ class Relay:
                 length = upstream.headers.get("Content-Length")
         except (aiohttp.ClientError, TimeoutError):
             self.counts["upstream_unreachable"] += 1
-            return _reset(request)
+            return reset_connection(request)
         if action.rewrite is not None:
             payload = action.rewrite(status, payload)
         if request.method == "HEAD" and length is not None:
             answer_headers["Content-Length"] = length  # HEAD has no body: keep the object's size
             return web.Response(status=status, headers=answer_headers)
         return web.Response(status=status, body=payload, headers=answer_headers)
-
-
-class _Reset(web.Response):
-    """Stands for a connection that was reset instead of answered."""
-
-
-def _reset(request: web.Request) -> web.Response:
-    """Abort the TCP connection with an RST (SO_LINGER 0), as a crashing server does."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    return _Reset(status=500)
 
 
 @asynccontextmanager
