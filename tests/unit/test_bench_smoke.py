@@ -4,14 +4,10 @@ Markdown table and the plots. The benchmarks themselves run with `make bench`, n
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# `bench/` is not an installed package; it is imported from the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import Sample
 from bench.figures import (
