@@ -6,6 +6,7 @@ component can forget it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -32,7 +33,15 @@ _SENSITIVE_TEXT = [
     ),
     re.compile(r"(?i)(redis|rediss)://[^:@/\s]*:[^@/\s]+@"),
 ]
+# One cheap search first: the three patterns above cannot match text without one of these.
+_MAYBE_SENSITIVE = re.compile(r"(?i)hmac-|authorization|token|password|://")
 _known_secrets: set[str] = set()
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_sensitive_key(key: str) -> bool:
+    """Event keys repeat endlessly (`chunk`, `batch_id`, ...): decide once per key, not per line."""
+    return _SENSITIVE_KEY.search(key) is not None
 
 
 def register_secret(value: str | SecretStr | None) -> None:
@@ -48,6 +57,8 @@ def redact_text(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if _MAYBE_SENSITIVE.search(text) is None:
+        return text
     text = _SENSITIVE_TEXT[0].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _SENSITIVE_TEXT[1].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return _SENSITIVE_TEXT[2].sub(lambda m: f"{m.group(1)}://{REDACTED}@", text)
@@ -56,7 +67,7 @@ def redact_text(text: str) -> str:
 def _redact_value(key: str, value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
-    if _SENSITIVE_KEY.search(key) or isinstance(value, SecretStr):
+    if _is_sensitive_key(key) or isinstance(value, SecretStr):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)

@@ -10,13 +10,38 @@ from __future__ import annotations
 from exporter.clock import SystemClock
 from exporter.ports import Clock
 
-__all__ = ["LocalRateLimiter"]
+__all__ = ["LocalRateLimiter", "ReleaseSpacer"]
+
+
+class ReleaseSpacer:
+    """Keeps this process's actual releases at least `gap` seconds apart.
+
+    When the event loop runs late, every caller whose slot has passed wakes in the same turn; sent
+    together they arrive as one clump in the gateway's sliding window. Spacing real releases by half an
+    interval smooths the clump while a late schedule can still catch up.
+    """
+
+    __slots__ = ("_clock", "_gap", "_last")
+
+    def __init__(self, gap: float, clock: Clock) -> None:
+        self._gap = gap
+        self._clock = clock
+        self._last = float("-inf")
+
+    async def space(self) -> None:
+        """Return once `gap` has passed since the previous release, and count this one as released."""
+        while True:
+            wait = self._last + self._gap - self._clock.monotonic()
+            if wait <= 0:
+                self._last = self._clock.monotonic()
+                return
+            await self._clock.sleep(wait)
 
 
 class LocalRateLimiter:
     """Admit `rate` requests per second on average, `burst` at most back to back."""
 
-    __slots__ = ("_clock", "_interval", "_paused_until", "_tat", "_tolerance", "_waiting")
+    __slots__ = ("_clock", "_interval", "_paused_until", "_spacer", "_tat", "_tolerance", "_waiting")
 
     def __init__(self, rate: float, burst: int = 1, clock: Clock | None = None) -> None:
         if rate <= 0:
@@ -29,6 +54,8 @@ class LocalRateLimiter:
         self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
         self._paused_until = 0.0
         self._waiting = 0
+        # With burst 1 the caller wants smoothness above all: never two releases closer than half a slot.
+        self._spacer = ReleaseSpacer(self._interval / 2 if burst == 1 else 0.0, self._clock)
 
     def __repr__(self) -> str:
         now = self._clock.monotonic()
@@ -56,7 +83,8 @@ class LocalRateLimiter:
                     await self._clock.sleep(slot - now)
                 now = self._clock.monotonic()
                 if now >= self._paused_until:  # a 429 during our wait sends us back in line
-                    return now - began
+                    await self._spacer.space()
+                    return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
 

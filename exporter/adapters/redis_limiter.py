@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from redis.commands.core import AsyncScript
 
+from exporter.adapters.limiter import ReleaseSpacer
 from exporter.adapters.redis_connection import RedisConnection
 from exporter.clock import SystemClock
 from exporter.errors import StoreUnavailable
@@ -83,7 +84,16 @@ return int(math.max(0, paused_until - now_us()))
 class RedisRateLimiter:
     """Admit `rate` requests per second across every replica sharing the key prefix, `burst` back to back."""
 
-    __slots__ = ("_clock", "_conn", "_interval_us", "_keys", "_scripts", "_tolerance_us", "_waiting")
+    __slots__ = (
+        "_clock",
+        "_conn",
+        "_interval_us",
+        "_keys",
+        "_scripts",
+        "_spacer",
+        "_tolerance_us",
+        "_waiting",
+    )
 
     def __init__(
         self, conn: RedisConnection, rate: float, burst: int = 1, clock: Clock | None = None
@@ -103,6 +113,9 @@ class RedisRateLimiter:
             "pause_left": conn.script(_PAUSE_LEFT),
         }
         self._waiting = 0
+        # Slots are shared; clumps are local: a late event loop wakes several of our callers at once.
+        interval = self._interval_us / _MICROSECONDS
+        self._spacer = ReleaseSpacer(interval / 2 if burst == 1 else 0.0, self._clock)
 
     def __repr__(self) -> str:
         return (
@@ -120,10 +133,12 @@ class RedisRateLimiter:
                     "reserve", self._keys, [self._interval_us, self._tolerance_us]
                 )
                 if wait_us <= 0:
-                    return self._clock.monotonic() - began
+                    break
                 await self._clock.sleep(wait_us / _MICROSECONDS)
                 if await self._patiently("pause_left", self._keys[1:], []) <= 0:
-                    return self._clock.monotonic() - began
+                    break
+            await self._spacer.space()
+            return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
 

@@ -99,6 +99,22 @@ class _ListingProgress:
         self.offset += page_length
 
 
+class _ReplayFirstFailure:
+    """An attempt function for tenacity whose first call re-raises a failure that already happened."""
+
+    __slots__ = ("_attempt", "_failure")
+
+    def __init__(self, failure: Transient, attempt: Callable[..., Awaitable[Any]]) -> None:
+        self._failure: Transient | None = failure
+        self._attempt = attempt
+
+    async def __call__(self, *args: Any) -> Any:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+        return await self._attempt(*args)
+
+
 class DliClient:
     """Implements `ports.DliApi` against a real DLI endpoint (or the simulator)."""
 
@@ -201,10 +217,19 @@ class DliClient:
         return _Request(_EXPORT, "POST", project_id, path, body=body)
 
     async def _call(self, request: _Request, parse: _Parser[_ResultT]) -> _ResultT:
-        """Run attempts under the retry policy; the last typed error escapes when it gives up."""
+        """Run attempts under the retry policy; the last typed error escapes when it gives up.
+
+        The first attempt runs outside tenacity: most calls succeed at once, and tenacity's machinery
+        costs more than signing the request. On a Transient the policy takes over with that failure
+        replayed as its own first attempt, so waits, attempt counts and the deadline are unchanged.
+        """
         renewal = _AuthRenewal()
-        retrying = self._policy.retrying(self._clock, request.operation)
-        result: _ResultT = await retrying(self._attempt, request, parse, renewal)
+        retrying = self._policy.retrying(self._clock, request.operation)  # the deadline starts now
+        try:
+            return await self._attempt(request, parse, renewal)
+        except Transient as first_failure:
+            replay = _ReplayFirstFailure(first_failure, self._attempt)
+        result: _ResultT = await retrying(replay, request, parse, renewal)
         return result
 
     async def _attempt(self, request: _Request, parse: _Parser[_ResultT], renewal: _AuthRenewal) -> _ResultT:

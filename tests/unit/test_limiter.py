@@ -76,3 +76,22 @@ def test_impossible_configuration_refused() -> None:
 def test_repr_shows_live_state() -> None:
     """repr tells the rate and backlog, useful in a debugger."""
     assert "rate=10.000/s" in repr(LocalRateLimiter(10, 1, ManualClock()))
+
+
+async def test_late_wake_up_does_not_release_a_clump() -> None:
+    """When the loop wakes several callers late at once, releases still leave half a slot apart."""
+    clock = VirtualClock()
+    limiter = LocalRateLimiter(10, 1, clock)
+    released: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        released.append(clock.monotonic())
+
+    async with clock.running():
+        callers = [asyncio.create_task(one()) for _ in range(5)]
+        await asyncio.sleep(0)
+        clock.now += 1.0  # the event loop was busy for a second: every reserved slot has passed
+        await asyncio.gather(*callers)
+    gaps = [b - a for a, b in itertools.pairwise(sorted(released))]
+    assert min(gaps) >= 0.05 - 1e-9
