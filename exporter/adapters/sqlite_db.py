@@ -129,18 +129,29 @@ class _Request(Generic[T]):
     result: Any = None
     error: BaseException | None = None
 
-    def settle(self) -> None:
-        """Hand the outcome to the caller's event loop (thread-safe; the loop may be gone at shutdown)."""
-        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile; nobody is waiting
-            self.loop.call_soon_threadsafe(self._settle_on_loop)
-
-    def _settle_on_loop(self) -> None:
+    def settle_on_loop(self) -> None:
+        """Resolve the caller's future; runs on the caller's event loop."""
         if self.future.done():  # the caller was cancelled; the write happened anyway (at-least-once)
             return
         if self.error is not None:
             self.future.set_exception(self.error)
         else:
             self.future.set_result(self.result)
+
+
+def _settle_all(requests: list[_Request[Any]]) -> None:
+    """Hand every outcome of a group to its event loop with one thread-safe call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Request[Any]]] = {}
+    for request in requests:
+        by_loop.setdefault(request.loop, []).append(request)
+    for loop, waiting in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile; nobody is waiting
+            loop.call_soon_threadsafe(_settle_on_loop, waiting)
+
+
+def _settle_on_loop(requests: list[_Request[Any]]) -> None:
+    for request in requests:
+        request.settle_on_loop()
 
 
 @dataclass(slots=True)
@@ -163,13 +174,16 @@ def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
 class SqliteDatabase:
     """The writer thread and its connection; `read`/`write` run an operation there and await it."""
 
-    __slots__ = ("_busy_timeout", "_closed", "_inbox", "_opened", "_thread", "path", "stats")
+    __slots__ = ("_busy_timeout", "_closed", "_inbox", "_opened", "_outbox", "_thread", "path", "stats")
 
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
         self.stats = Stats()
-        self._inbox: queue.SimpleQueue[_Request[Any] | _Stop] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[_Request[Any]] | _Stop] = queue.SimpleQueue()
+        # Requests of the current event-loop turn, handed to the thread together: one wake-up of the
+        # writer per turn instead of one per save (the overhead benchmark saw ~30 us per put).
+        self._outbox: list[_Request[Any]] = []
         self._opened: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._closed = True
         self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer:{path.name}", daemon=True)
@@ -183,7 +197,7 @@ class SqliteDatabase:
     @property
     def backlog(self) -> int:
         """Operations waiting for the writer thread (not counting the transaction running now)."""
-        return self._inbox.qsize()
+        return self._inbox.qsize() + len(self._outbox)
 
     async def open(self) -> None:
         """Start the thread, which connects, sets pragmas and migrates; raises if the file is unusable."""
@@ -201,6 +215,7 @@ class SqliteDatabase:
         if self._closed:
             return
         self._closed = True
+        self._hand_over()
         self._inbox.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         log.info("sqlite.closed", path=str(self.path), transactions=self.stats.transactions)
@@ -218,9 +233,16 @@ class SqliteDatabase:
             raise StoreUnavailable(f"SQLite store {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        request = _Request(operation=operation, write=write, loop=loop, future=future)
-        self._inbox.put(request)
-        return await request.future
+        if not self._outbox:
+            loop.call_soon(self._hand_over)
+        self._outbox.append(_Request(operation=operation, write=write, loop=loop, future=future))
+        return await future
+
+    def _hand_over(self) -> None:
+        """Give the thread everything submitted during this loop turn, in one put."""
+        if self._outbox:
+            requests, self._outbox = self._outbox, []
+            self._inbox.put(requests)
 
     # --- writer thread ---------------------------------------------------------------------------------
 
@@ -265,7 +287,7 @@ class SqliteDatabase:
         group: list[_Request[Any]] = []
         item = self._inbox.get()
         while not isinstance(item, _Stop):
-            group.append(item)
+            group.extend(item)
             if len(group) >= MAX_GROUP:
                 return group, False
             try:
@@ -294,8 +316,7 @@ class SqliteDatabase:
             self.stats.operations += len(group)
             self.stats.largest_group = max(self.stats.largest_group, len(group))
         finally:
-            for request in group:
-                request.settle()
+            _settle_all(group)
 
     def _fail_leftovers(self) -> None:
         """Answer anything still queued after the thread stops, so no caller waits forever."""
@@ -304,9 +325,10 @@ class SqliteDatabase:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Request):
-                item.error = StoreUnavailable(f"SQLite store {self.path} is closed")
-                item.settle()
+            if isinstance(item, list):
+                for request in item:
+                    request.error = StoreUnavailable(f"SQLite store {self.path} is closed")
+                _settle_all(item)
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> int:
