@@ -39,7 +39,12 @@ class ReleaseSpacer:
 
 
 class LocalRateLimiter:
-    """Admit `rate` requests per second on average, `burst` at most back to back."""
+    """Admit `rate` requests per second on average, `burst` at most back to back.
+
+    A caller that wakes more than one interval after its slot (the event loop was blocked) takes a new
+    slot instead of using the old one: releasing every missed slot at once after a stall is exactly the
+    burst a sliding-window gateway answers with 429.
+    """
 
     __slots__ = ("_clock", "_interval", "_paused_until", "_spacer", "_tat", "_tolerance", "_waiting")
 
@@ -82,9 +87,12 @@ class LocalRateLimiter:
                 if slot > now:
                     await self._clock.sleep(slot - now)
                 now = self._clock.monotonic()
-                if now >= self._paused_until:  # a 429 during our wait sends us back in line
-                    await self._spacer.space()
-                    return self._clock.monotonic() - began
+                if now < self._paused_until:  # a 429 during our wait sends us back in line
+                    continue
+                if now - slot > self._interval:  # the loop stalled: a missed slot is not caught up
+                    continue
+                await self._spacer.space()
+                return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
 

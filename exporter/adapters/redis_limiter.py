@@ -134,7 +134,10 @@ class RedisRateLimiter:
                 )
                 if wait_us <= 0:
                     break
+                slot = self._clock.monotonic() + wait_us / _MICROSECONDS
                 await self._clock.sleep(wait_us / _MICROSECONDS)
+                if self._clock.monotonic() - slot > self._interval_us / _MICROSECONDS:
+                    continue  # our loop stalled past the slot: take a new one rather than burst
                 if await self._patiently("pause_left", self._keys[1:], []) <= 0:
                     break
             await self._spacer.space()

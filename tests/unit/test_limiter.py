@@ -95,3 +95,22 @@ async def test_late_wake_up_does_not_release_a_clump() -> None:
         await asyncio.gather(*callers)
     gaps = [b - a for a, b in itertools.pairwise(sorted(released))]
     assert min(gaps) >= 0.05 - 1e-9
+
+
+async def test_slots_missed_during_a_stall_are_not_caught_up() -> None:
+    """After the loop was blocked for a second, callers take new slots: the rate after a stall stays R."""
+    clock = VirtualClock()
+    limiter = LocalRateLimiter(10, 1, clock)
+    released: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        released.append(clock.monotonic())
+
+    async with clock.running():
+        callers = [asyncio.create_task(one()) for _ in range(25)]
+        await asyncio.sleep(0)
+        stalled_until = clock.now = clock.now + 1.0  # every reserved slot passed while the loop was busy
+        await asyncio.gather(*callers)
+    after = sorted(t for t in released if t >= stalled_until)
+    assert max_in_window(after, 1.0) <= 10 + 1
