@@ -1,9 +1,10 @@
 """6. Replicas: 1, 2 and 3 `serve` processes sharing R through Redis against a strict simulator.
 
-Every replica count gets the same work (six batches, so each replica has batches to claim) under a fresh
-Redis key prefix, and the simulator's counters are reset in between. The aggregate rate is read from the
-simulator's export counter between 5% and 95% of the work; the 429 share is of all export requests. The
-keys are purged afterwards. Needs Redis on 127.0.0.1:6379 (database 14).
+The export path only, as in benchmark 1 (no ZIP writes, verification in-process). Every replica count
+gets the same work (six batches, so each replica has batches to claim) under a fresh Redis key prefix,
+and the simulator's counters are reset in between. The aggregate rate is read from the simulator's
+export counter between 5% and 95% of the work; the 429 share is of all export requests. The keys are
+purged afterwards. Needs Redis on 127.0.0.1:6379 (database 14).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def _run(stack: Stack, replicas: int) -> dict[str, Any]:
         children = [
             Child(
                 f"serve-{replicas}-{n}",
-                exporter_command("serve", label=f"replicas-{replicas}-{n}"),
+                exporter_command("serve", instant_verify=True, label=f"replicas-{replicas}-{n}"),
                 env=stack.env(**overrides),
                 logdir=stack.workdir,
             )
@@ -113,7 +114,8 @@ async def _run(stack: Stack, replicas: int) -> dict[str, Any]:
 
 async def measure(workdir: Path) -> BenchResult:
     await _require_redis()
-    faults = {"latency_ms": 50, "latency_jitter_ms": 20, "rate_limit": RATE}
+    # Export path only, as in benchmark 1: no ZIP writes to load the simulator, verification in-process.
+    faults = {"latency_ms": 50, "latency_jitter_ms": 20, "rate_limit": RATE, "p_never": 1.0}
     async with running_stack(workdir, jobs=BATCHES * CHUNKS_PER_BATCH, faults=faults) as stack:
         runs = [await _run(stack, replicas) for replicas in REPLICAS]
     checks = []
