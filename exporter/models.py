@@ -257,6 +257,7 @@ class Segment(BaseModel):
     state: ChunkState = ChunkState.PENDING
     zip_files: list[ZipRecord] = Field(default_factory=list)
     error: ErrorInfo | None = None
+    request_id: str | None = Field(default=None, description="DLI's X-Request-Id, for support tickets")
 
 
 class ChunkRecord(BaseModel):

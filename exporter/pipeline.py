@@ -346,6 +346,7 @@ class Pipeline:
             latency_ms=round((self._clock.monotonic() - started) * 1000, 1),
             zips=sum(len(s.zip_files) for s in segments),
             rejected=sum(len(s.job_ids) for s in segments if s.state is ChunkState.FAILED),
+            request_id=segments[0].request_id if len(segments) == 1 else [s.request_id for s in segments],
         )
         return exported
 
@@ -357,20 +358,31 @@ class Pipeline:
         except Permanent as error:
             if len(job_ids) == 1 or error.status not in (None, 400):
                 info = ErrorInfo(code=error.code, message=error.message)
-                return [Segment(job_ids=list(job_ids), state=ChunkState.FAILED, error=info)]
+                return [
+                    Segment(
+                        job_ids=list(job_ids),
+                        state=ChunkState.FAILED,
+                        error=info,
+                        request_id=error.request_id,
+                    )
+                ]
             middle = len(job_ids) // 2
             log.info("chunk.bisect", jobs=len(job_ids), code=error.code)
             left, right = await asyncio.gather(
                 self._export_ids(batch, job_ids[:middle]), self._export_ids(batch, job_ids[middle:])
             )
             return left + right
+        request_id = result.request_id
         if not result.zip_files:
-            info = ErrorInfo(
-                code="DLI_NO_ZIP", message=f"DLI reported success without a ZIP: {result.message}"
-            )
-            return [Segment(job_ids=list(job_ids), state=ChunkState.FAILED, error=info)]
+            message = f"DLI reported success without a ZIP: {result.message}"
+            info = ErrorInfo(code="DLI_NO_ZIP", message=message)
+            return [
+                Segment(job_ids=list(job_ids), state=ChunkState.FAILED, error=info, request_id=request_id)
+            ]
         zips = [ZipRecord(path=path) for path in result.zip_files]
-        return [Segment(job_ids=list(job_ids), state=ChunkState.EXPORTED, zip_files=zips)]
+        return [
+            Segment(job_ids=list(job_ids), state=ChunkState.EXPORTED, zip_files=zips, request_id=request_id)
+        ]
 
     # --- verify ---------------------------------------------------------------------------------------------
     async def _verify_chunk(self, chunk: ChunkRecord, this_pass: _Pass) -> None:
