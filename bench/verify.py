@@ -18,8 +18,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import aioboto3
-
 from bench.common import (
     BUCKET,
     PYTHON,
@@ -36,7 +34,7 @@ from bench.figures import Check, Direction
 from bench.processes import BenchError, Child
 from bench.report import BenchResult
 from exporter.app import open_stores
-from exporter.devstack import DEV_AK, DEV_PROJECT, DEV_SK
+from exporter.devstack import DEV_PROJECT, dev_s3_client
 from exporter.models import BatchInfo, ChunkRecord, ChunkState, Segment, ZipRecord
 
 NUMBER = 5
@@ -56,14 +54,7 @@ def _tiny_zip() -> bytes:
 async def _put_zips(endpoint: str) -> None:
     """Put the ZIPs, 32 at a time (setup: not timed)."""
     body = _tiny_zip()
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=DEV_AK,
-        aws_secret_access_key=DEV_SK,
-    ) as client:
+    async with dev_s3_client(endpoint) as client:
         keys = iter(range(ZIPS))
 
         async def put_some() -> None:

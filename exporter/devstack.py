@@ -26,6 +26,7 @@ __all__ = [
     "DEV_SK",
     "LocalStack",
     "create_bucket",
+    "dev_s3_client",
     "free_port",
     "local_stack",
     "s3_server",
@@ -69,16 +70,21 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
-async def create_bucket(endpoint: str, bucket: str) -> None:
-    """Create the bucket the exports go to (idempotent)."""
-    session = aioboto3.Session()
-    async with session.client(
+def dev_s3_client(endpoint: str, **client_options: Any) -> Any:
+    """An aioboto3 S3 client (an async context manager) for the local S3 server, with the dev keys."""
+    return aioboto3.Session().client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=DEV_AK,
         aws_secret_access_key=DEV_SK,
-    ) as client:
+        **client_options,
+    )
+
+
+async def create_bucket(endpoint: str, bucket: str) -> None:
+    """Create the bucket the exports go to (idempotent)."""
+    async with dev_s3_client(endpoint) as client:
         existing = await client.list_buckets()
         if bucket not in {b["Name"] for b in existing.get("Buckets", [])}:
             await client.create_bucket(Bucket=bucket)

@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import aioboto3
 from aiobotocore.config import AioConfig
 
-from exporter.devstack import DEV_AK, DEV_SK
+from exporter.devstack import dev_s3_client
 
 
 async def _worker(client: Any, bucket: str, keys: Iterator[str]) -> int:
@@ -35,15 +34,7 @@ async def run(endpoint: str, bucket: str, prefix: str, count: int, concurrency: 
         max_pool_connections=concurrency + 4,
         retries={"max_attempts": 2, "mode": "standard"},
     )
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=DEV_AK,
-        aws_secret_access_key=DEV_SK,
-        config=config,
-    ) as client:
+    async with dev_s3_client(endpoint, config=config) as client:
         keys = iter([f"{prefix}/{index}.zip" for index in range(count)])
         started, cpu_started = time.perf_counter(), time.process_time()
         found = await asyncio.gather(*(_worker(client, bucket, keys) for _ in range(concurrency)))

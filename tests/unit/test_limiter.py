@@ -78,8 +78,8 @@ def test_repr_shows_live_state() -> None:
     assert "rate=10.000/s" in repr(LocalRateLimiter(10, 1, ManualClock()))
 
 
-async def test_late_wake_up_does_not_release_a_clump() -> None:
-    """When the loop wakes several callers late at once, releases still leave half a slot apart."""
+async def released_after_a_stall(callers: int, stall: float) -> tuple[list[float], float]:
+    """Release times of `callers` that reserved slots just before the loop was blocked for `stall` s."""
     clock = VirtualClock()
     limiter = LocalRateLimiter(10, 1, clock)
     released: list[float] = []
@@ -89,28 +89,20 @@ async def test_late_wake_up_does_not_release_a_clump() -> None:
         released.append(clock.monotonic())
 
     async with clock.running():
-        callers = [asyncio.create_task(one()) for _ in range(5)]
+        tasks = [asyncio.create_task(one()) for _ in range(callers)]
         await asyncio.sleep(0)
-        clock.now += 1.0  # the event loop was busy for a second: every reserved slot has passed
-        await asyncio.gather(*callers)
-    gaps = [b - a for a, b in itertools.pairwise(sorted(released))]
-    assert min(gaps) >= 0.05 - 1e-9
+        stalled_until = clock.now = clock.now + stall  # every reserved slot passed while the loop was busy
+        await asyncio.gather(*tasks)
+    return sorted(released), stalled_until
+
+
+async def test_late_wake_up_does_not_release_a_clump() -> None:
+    """When the loop wakes several callers late at once, releases still leave half a slot apart."""
+    released, _ = await released_after_a_stall(5, 1.0)
+    assert min(b - a for a, b in itertools.pairwise(released)) >= 0.05 - 1e-9
 
 
 async def test_slots_missed_during_a_stall_are_not_caught_up() -> None:
     """After the loop was blocked for a second, callers take new slots: the rate after a stall stays R."""
-    clock = VirtualClock()
-    limiter = LocalRateLimiter(10, 1, clock)
-    released: list[float] = []
-
-    async def one() -> None:
-        await limiter.acquire()
-        released.append(clock.monotonic())
-
-    async with clock.running():
-        callers = [asyncio.create_task(one()) for _ in range(25)]
-        await asyncio.sleep(0)
-        stalled_until = clock.now = clock.now + 1.0  # every reserved slot passed while the loop was busy
-        await asyncio.gather(*callers)
-    after = sorted(t for t in released if t >= stalled_until)
-    assert max_in_window(after, 1.0) <= 10 + 1
+    released, stalled_until = await released_after_a_stall(25, 1.0)
+    assert max_in_window([t for t in released if t >= stalled_until], 1.0) <= 10 + 1
