@@ -292,6 +292,7 @@ class ChunkRecord(BaseModel):
             "zip_files": [z.model_dump(exclude={"error"}) for z in segment.zip_files],
             "attempts": self.attempts,
             "error": error.model_dump() if error else None,
+            "request_id": segment.request_id,
         }
 
 

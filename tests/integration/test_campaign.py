@@ -86,6 +86,7 @@ async def test_faulty_campaign_loses_nothing(stack: Any) -> None:
         if row["state"] == "verified"
         for z in row["zip_files"]
     )
+    assert all(row["request_id"] for row in rows), "each row names DLI's request ID for support"
     assert report["state"] == "completed_with_failures"
     assert report["totals"]["verified"] == len(good) and report["totals"]["failed"] == len(failed)
     assert sum(stats["faults"].values()) > 20, "the faults really were injected"

@@ -70,6 +70,7 @@ async def test_unknown_id_is_bisected_out_and_fails_alone(tmp_path: Path) -> Non
             "zip_files": [],
             "attempts": 1,
             "error": {"code": "DLI.0002", "message": failed[0]["error"]["message"]},
+            "request_id": None,
         }
     ]
     assert sorted(j for row in rows for j in row["job_ids"]) == list(range(1, 17))
