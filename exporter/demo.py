@@ -128,7 +128,7 @@ def _print_summary(
     _print_failures(console, workdir / "reports" / f"{info.batch_id}.jsonl")
 
 
-def _print_failures(console: Console, manifest: Path, most: int = 15) -> None:
+def _print_failures(console: Console, manifest: Path, most: int = 5) -> None:
     """The failed rows of the manifest: each rejected ID stands alone with DLI's error code."""
     failed = [row for row in map(json.loads, manifest.read_text().splitlines()) if row["state"] == "failed"]
     for row in failed[:most]:
