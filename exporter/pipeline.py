@@ -276,8 +276,9 @@ class Pipeline:
         to_verify: asyncio.Queue[ChunkRecord | None],
         this_pass: _Pass,
     ) -> None:
-        while (chunk := await to_export.get()) is not None:
-            if not await self._own(chunk, this_pass):
+        while (queued := await to_export.get()) is not None:
+            chunk = await self._own(queued, this_pass)
+            if chunk is None:
                 continue
             try:
                 exported = await self._export_chunk(batch, chunk, this_pass)
@@ -301,18 +302,27 @@ class Pipeline:
         if self._options.chunk_ownership:
             await asyncio.shield(self._ledger.release_chunk(chunk.batch_id, chunk.index, self._owner))
 
-    async def _own(self, chunk: ChunkRecord, this_pass: _Pass) -> bool:
-        """With several replicas, only the owner of a chunk's lease exports it."""
+    async def _own(self, chunk: ChunkRecord, this_pass: _Pass) -> ChunkRecord | None:
+        """With several replicas, only the holder of a chunk's lease exports it; None when not ours.
+
+        The chunk is read again once the lease is ours: the copy fed to us may be stale, because another
+        replica can have finished the chunk (and let its lease go) since the feed read it.
+        """
         if not self._options.chunk_ownership:
-            return True
+            return chunk
         owned = await self._ledger.claim_chunk(
             chunk.batch_id, chunk.index, self._owner, self._options.chunk_lease_seconds
         )
-        if owned:
-            this_pass.owned += 1
-        else:
+        if not owned:
             this_pass.skipped += 1
-        return owned
+            return None
+        current = await self._ledger.get_chunk(chunk.batch_id, chunk.index)
+        if current is None or current.state is not ChunkState.PENDING:
+            await self._release(chunk)
+            this_pass.skipped += 1
+            return None
+        this_pass.owned += 1
+        return current
 
     # --- export ---------------------------------------------------------------------------------------------
     async def _export_chunk(

@@ -129,6 +129,10 @@ class Ledger(Protocol):
         """Persist a chunk's state, segments, attempts and error durably before returning."""
         ...
 
+    async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
+        """One chunk as stored now (a replica re-reads it after taking its lease), or None."""
+        ...
+
     def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
         """Every chunk of a batch in index order, streamed (a batch may hold a million IDs)."""
         ...

@@ -96,6 +96,10 @@ class FakeLedger:
         self.saves.append(chunk)
         self.chunk_rows[chunk.batch_id][chunk.index] = chunk
 
+    async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
+        rows = self.chunk_rows.get(batch_id, [])
+        return rows[index] if 0 <= index < len(rows) else None
+
     async def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
         for chunk in list(self.chunk_rows[batch_id]):
             yield chunk

@@ -278,6 +278,11 @@ class RedisLedger:
         if not await self._conn.run("ledger.save_chunk", self._scripts["save_chunk"], keys, args):
             raise LookupError(f"batch {chunk.batch_id!r} has no chunk {chunk.index}")
 
+    async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
+        """One chunk as stored now, or None."""
+        found = await self._read_chunks(batch_id, [str(index)])
+        return found[0] if found else None
+
     async def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
         """Every chunk in index order, read a page at a time."""
         async with self._conn.guard("ledger.chunks"):

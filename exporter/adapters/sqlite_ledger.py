@@ -118,6 +118,10 @@ class SqliteLedger:
         row = _ChunkUpdate.of(chunk)
         await self._db.write(partial(_save_chunk, update=row, now=self._clock.time()))
 
+    async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
+        """One chunk as stored now, or None."""
+        return await self._db.read(partial(_one_chunk, batch_id=batch_id, index=index))
+
     async def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
         """Every chunk in index order, read PAGE_SIZE at a time."""
         after = -1
@@ -275,6 +279,14 @@ def _chunk_page(conn: sqlite3.Connection, *, batch_id: str, after: int) -> list[
         (batch_id, after, PAGE_SIZE),
     ).fetchall()
     return [_chunk_from_row(row) for row in rows]
+
+
+def _one_chunk(conn: sqlite3.Connection, *, batch_id: str, index: int) -> ChunkRecord | None:
+    row = conn.execute(
+        f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE batch_id = ? AND idx = ?",  # noqa: S608 - constant columns
+        (batch_id, index),
+    ).fetchone()
+    return None if row is None else _chunk_from_row(row)
 
 
 def _chunk_from_row(row: tuple[Any, ...]) -> ChunkRecord:

@@ -250,3 +250,15 @@ async def test_list_batches_is_newest_first_and_limited(backend: Contract) -> No
         "batch-0",
     ]
     assert [b.batch_id for b in await backend.ledger.list_batches(limit=2)] == ["batch-4", "batch-3"]
+
+
+async def test_get_chunk_reads_one_chunk_as_stored_now(backend: Contract) -> None:
+    """get_chunk returns the latest saved state of one chunk, and None for a chunk that was never planned."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2], [3, 4]])
+    first = await backend.ledger.get_chunk("batch-1", 1)
+    assert first is not None and first.job_ids == [3, 4] and first.state is ChunkState.PENDING
+    await backend.ledger.save_chunk(first.model_copy(update={"state": ChunkState.FAILED, "attempts": 2}))
+    again = await backend.ledger.get_chunk("batch-1", 1)
+    assert again is not None and again.state is ChunkState.FAILED and again.attempts == 2
+    assert await backend.ledger.get_chunk("batch-1", 2) is None
+    assert await backend.ledger.get_chunk("no-such-batch", 0) is None

@@ -12,6 +12,7 @@ from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 from exporter.errors import AuthError, InvalidInput, Permanent, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
 from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.pipeline import _Pass as pipeline_pass
 
 
 def make(
@@ -232,3 +233,18 @@ async def test_listing_over_the_batch_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="EXPORTER_MAX_JOBS_PER_BATCH"):
         await pipeline.run_batch(request(None, select_all=True))
     assert await ledger.get_batch("b1") is None
+
+
+async def test_stale_copy_of_a_chunk_finished_elsewhere_is_not_exported_again(tmp_path: Path) -> None:
+    """A queued copy of a chunk that another replica finished since the feed read it is skipped."""
+    pipeline, dli, _, ledger, _ = make(tmp_path, chunk_ownership=True)
+    info = BatchInfo(
+        batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
+    )
+    await ledger.create_batch(info, [list(range(1, 11))])
+    stale = ledger.chunk_rows["b1"][0]
+    await ledger.save_chunk(
+        stale.model_copy(update={"state": ChunkState.VERIFIED})
+    )  # done by another replica
+    assert await pipeline._own(stale, pipeline_pass()) is None
+    assert dli.calls == [] and ledger.owners == {}
