@@ -110,8 +110,8 @@ async def _raw(stack: Stack) -> dict[str, Any]:
     child = Child("raw-head", args, env={}, logdir=stack.workdir)
     await wait_ok(child, limit_seconds=120)
     figures: dict[str, Any] = json.loads(child.read_stdout().splitlines()[-1])
-    if figures["found"] != ZIPS:
-        raise BenchError(f"raw HEAD loop found {figures['found']} of {ZIPS} ZIPs")
+    if figures["ok"] != ZIPS:
+        raise BenchError(f"raw HEAD loop found {figures['ok']} of {ZIPS} ZIPs")
     return figures
 
 

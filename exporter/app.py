@@ -19,7 +19,9 @@ import structlog
 from aiohttp import web
 
 from exporter.adapters.limiter import LocalRateLimiter
+from exporter.adapters.redis import open_redis
 from exporter.adapters.s3 import open_object_store
+from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 from exporter.clock import SystemClock
 from exporter.dli.client import DliClient
 from exporter.dli.retry import RetryPolicy
@@ -64,8 +66,6 @@ def consumer_name() -> str:
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """Open the queue and ledger named by EXPORTER_QUEUE_URL."""
     if settings.uses_redis:
-        from exporter.adapters.redis import open_redis
-
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         async with open_redis(
             settings.queue_url,
@@ -79,8 +79,6 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
                 backend.queue, backend.ledger, backend.limiter(settings.effective_rate, settings.rate_burst)
             )
     else:
-        from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
-
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as backend:
             yield Stores(
                 backend.queue, backend.ledger, LocalRateLimiter(settings.effective_rate, settings.rate_burst)

@@ -104,7 +104,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 if len(self._active) >= self._options.max_batches:
-                    await self._wait_for_room()
+                    await self._idle(None)
                     continue
                 claim = await self._claim()
                 if claim is not None:
@@ -178,9 +178,6 @@ class Worker:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
         self._wakeup.set()
-
-    async def _wait_for_room(self) -> None:
-        await self._idle(None)
 
     async def _idle(self, seconds: float | None) -> None:
         """Sleep (on the injected clock) until `seconds` pass, a batch finishes, or a stop is requested."""

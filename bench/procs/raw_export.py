@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Iterator
 
 import aiohttp
 import yarl
 
+from bench.procs.timing import timed_workers
 from exporter.devstack import DEV_AK, DEV_PROJECT, DEV_SK
 from exporter.dli.signer import Credentials, sdk_date, sign_request
 
@@ -56,16 +56,7 @@ async def run(url: str, obs_dir: str, count: int, concurrency: int) -> dict[str,
     endpoint = f"{url}/v1.0/{DEV_PROJECT}/streaming/jobs/export"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_POOL_SIZE)) as session:
         pending = iter(requests)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        answered = await asyncio.gather(*(_worker(session, endpoint, pending) for _ in range(concurrency)))
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {
-        "requests": count,
-        "ok": sum(answered),
-        "seconds": seconds,
-        "rate": count / seconds,
-        "cpu_ms_per_request": cpu / count * 1000,
-    }
+        return await timed_workers(count, concurrency, lambda: _worker(session, endpoint, pending))
 
 
 def main(argv: list[str]) -> int:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from aiobotocore.config import AioConfig
 
+from bench.procs.timing import timed_workers
 from exporter.devstack import dev_s3_client
 
 
@@ -36,16 +36,7 @@ async def run(endpoint: str, bucket: str, prefix: str, count: int, concurrency: 
     )
     async with dev_s3_client(endpoint, config=config) as client:
         keys = iter([f"{prefix}/{index}.zip" for index in range(count)])
-        started, cpu_started = time.perf_counter(), time.process_time()
-        found = await asyncio.gather(*(_worker(client, bucket, keys) for _ in range(concurrency)))
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {
-        "requests": count,
-        "found": sum(found),
-        "seconds": seconds,
-        "rate": count / seconds,
-        "cpu_ms_per_request": cpu / count * 1000,
-    }
+        return await timed_workers(count, concurrency, lambda: _worker(client, bucket, keys))
 
 
 def main(argv: list[str]) -> int:

@@ -14,11 +14,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import aioboto3
 import pytest
-from botocore.exceptions import ClientError
 from support import TEST_AK, TEST_BUCKET, TEST_PROJECT, TEST_SK
 
+from exporter.devstack import create_bucket
 from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
 
 SECURITY_TOKEN = "gQpjbi1ub3J0aC00EXAMPLEtemporaryTOKEN+/=tail"
@@ -38,18 +37,7 @@ def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, ModuleType
 
 @pytest.fixture
 async def bucket(s3_server: str) -> str:
-    async with aioboto3.Session().client(
-        "s3",
-        endpoint_url=s3_server,
-        region_name="us-east-1",
-        aws_access_key_id=TEST_AK,
-        aws_secret_access_key=TEST_SK,
-    ) as client:
-        try:
-            await client.create_bucket(Bucket=TEST_BUCKET)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
-                raise
+    await create_bucket(s3_server, TEST_BUCKET)
     return TEST_BUCKET
 
 

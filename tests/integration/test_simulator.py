@@ -12,7 +12,6 @@ import zipfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aioboto3
 import aiohttp
 import pytest
 from botocore.exceptions import ClientError
@@ -20,6 +19,7 @@ from multidict import CIMultiDict
 from support import TEST_AK, TEST_BUCKET, TEST_PROJECT, TEST_SK, free_port
 from yarl import URL
 
+from exporter.devstack import create_bucket, dev_s3_client
 from exporter.dli.signer import Credentials, canonical_query_string, sign_request
 from exporter.errors import ConfigError
 from exporter.simulator import (
@@ -42,25 +42,11 @@ CREDENTIALS = Credentials(TEST_AK, TEST_SK, project_id=TEST_PROJECT)
 # --- fixtures and helpers -----------------------------------------------------------------------------
 
 
-def _s3_client(endpoint: str) -> Any:
-    return aioboto3.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=TEST_AK,
-        aws_secret_access_key=TEST_SK,
-    )
-
-
 @pytest.fixture
 async def s3(s3_server: str) -> AsyncIterator[Any]:
     """An S3 client on the test server, with the test bucket in place."""
-    async with _s3_client(s3_server) as client:
-        try:
-            await client.create_bucket(Bucket=TEST_BUCKET)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
-                raise
+    await create_bucket(s3_server, TEST_BUCKET)
+    async with dev_s3_client(s3_server) as client:
         yield client
 
 

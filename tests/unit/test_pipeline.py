@@ -12,7 +12,6 @@ from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 from exporter.errors import AuthError, InvalidInput, Permanent, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
 from exporter.pipeline import Pipeline, PipelineOptions
-from exporter.pipeline import _Pass as pipeline_pass
 
 
 def make(
@@ -235,16 +234,25 @@ async def test_listing_over_the_batch_limit_is_refused(tmp_path: Path) -> None:
     assert await ledger.get_batch("b1") is None
 
 
+class FinishedElsewhereLedger(FakeLedger):
+    """A ledger where another replica finishes every chunk between our feed reading it and our lease."""
+
+    async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
+        chunk = self.chunk_rows[batch_id][index]
+        await self.save_chunk(chunk.model_copy(update={"state": ChunkState.VERIFIED}))
+        return await super().claim_chunk(batch_id, index, owner, ttl_seconds)
+
+
 async def test_stale_copy_of_a_chunk_finished_elsewhere_is_not_exported_again(tmp_path: Path) -> None:
     """A queued copy of a chunk that another replica finished since the feed read it is skipped."""
-    pipeline, dli, _, ledger, _ = make(tmp_path, chunk_ownership=True)
+    store = FakeStore()
+    dli = FakeDli(store=store)
+    ledger = FinishedElsewhereLedger()
+    options = PipelineOptions(report_dir=tmp_path, chunk_ownership=True)
+    pipeline = Pipeline(dli, store, ledger, options, owner="w1", clock=ManualClock())
     info = BatchInfo(
         batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
     )
-    await ledger.create_batch(info, [list(range(1, 11))])
-    stale = ledger.chunk_rows["b1"][0]
-    await ledger.save_chunk(
-        stale.model_copy(update={"state": ChunkState.VERIFIED})
-    )  # done by another replica
-    assert await pipeline._own(stale, pipeline_pass()) is None
+    await ledger.create_batch(info, [list(range(1, 11)), list(range(11, 21))])
+    assert await pipeline.assist(info) == 0
     assert dli.calls == [] and ledger.owners == {}
