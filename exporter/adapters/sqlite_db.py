@@ -3,12 +3,14 @@
 sqlite3 blocks, so every statement runs on a dedicated thread that owns the only connection; the event
 loop just waits on a future. Operations are plain functions `(connection) -> result`. While the thread
 commits one transaction, new operations pile up in its inbox; it then runs all of them in the next
-single transaction (each inside its own SAVEPOINT, so one operation's bug cannot undo its neighbours)
-and answers every caller only after COMMIT. Many concurrent `save_chunk` calls therefore cost one commit,
-yet each caller returns only once its own write is committed.
+single transaction (each inside its own SAVEPOINT, so one operation's failure cannot undo its
+neighbours) and answers every caller only after COMMIT. Many concurrent `save_chunk` calls therefore cost
+one commit, yet each caller returns only once its own write is committed.
 
-Any `sqlite3.Error` (full disk, I/O error, lock held by another process past `busy_timeout`) aborts the
-whole transaction and every caller in it gets `StoreUnavailable`; nothing raw escapes.
+An operation that meets a `sqlite3.Error` (a full disk while it grows the file, say) is undone alone and
+its caller alone gets `StoreUnavailable`; if SQLite had to abandon the whole transaction, the operations
+that had not failed run again in a new one. Only a failure of BEGIN or COMMIT itself (I/O error, a lock
+held by another process past `busy_timeout`) fails every caller of the group. Nothing raw escapes.
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ class Stats:
 
     transactions: int = 0
     operations: int = 0
-    failed_transactions: int = 0
+    failed_transactions: int = 0  # BEGIN or COMMIT failed: every caller of the group got the error
+    failed_operations: int = 0  # callers answered StoreUnavailable, alone or with their whole group
     largest_group: int = 0
 
 
@@ -300,8 +303,9 @@ class SqliteDatabase:
         """One transaction for the whole group; answers go out only after COMMIT (or the failure)."""
         try:
             _transaction(conn, group)
-        except sqlite3.Error as exc:  # full disk, I/O error, lock timeout: the whole group failed
+        except sqlite3.Error as exc:  # BEGIN or COMMIT failed (I/O error, lock timeout): the whole group
             self.stats.failed_transactions += 1
+            self.stats.failed_operations += len(group)
             log.warning(
                 "sqlite.transaction_failed", path=str(self.path), operations=len(group), error=str(exc)
             )
@@ -315,8 +319,25 @@ class SqliteDatabase:
             self.stats.transactions += 1
             self.stats.operations += len(group)
             self.stats.largest_group = max(self.stats.largest_group, len(group))
+            self._report_failed_operations(group)
         finally:
             _settle_all(group)
+
+    def _report_failed_operations(self, group: list[_Request[Any]]) -> None:
+        """Turn the SQLite errors single operations met into StoreUnavailable, with one log line a group."""
+        failed = [(request, request.error) for request in group if isinstance(request.error, sqlite3.Error)]
+        if not failed:
+            return
+        self.stats.failed_operations += len(failed)
+        log.warning(
+            "sqlite.operations_failed",
+            path=str(self.path),
+            failed=len(failed),
+            operations=len(group),
+            error=str(failed[0][1]),
+        )
+        for request, error in failed:
+            request.error = unavailable(self.path, error)
 
     def _fail_leftovers(self) -> None:
         """Answer anything still queued after the thread stops, so no caller waits forever."""
@@ -369,33 +390,46 @@ def _check_known(version: int) -> None:
 
 
 def _transaction(conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
-    """Run the group in one transaction; a non-SQLite error in one operation undoes only that one."""
-    conn.execute("BEGIN IMMEDIATE" if any(r.write for r in group) else "BEGIN")
-    try:
-        for request in group:
-            _run_in_savepoint(conn, request)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    """Run the group in one transaction; an operation that fails, for any reason, is undone alone.
 
-
-def _run_in_savepoint(conn: sqlite3.Connection, request: _Request[Any]) -> None:
-    if not request.write:
+    When SQLite answers an operation's error by abandoning the whole transaction (it may, for
+    SQLITE_FULL or SQLITE_IOERR), the operations that had not failed lost their writes too: they run
+    again in a fresh transaction. Each round drops at least the failed operation, so this ends.
+    """
+    todo = group
+    while todo:
+        conn.execute("BEGIN IMMEDIATE" if any(r.write for r in todo) else "BEGIN")
         try:
-            request.result = request.operation(conn)
-        except sqlite3.Error:
+            todo = _run_until_abandoned(conn, todo)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        except Exception as exc:  # noqa: BLE001 - the caller's own error, re-raised in the caller
-            request.error = exc
-        return
-    conn.execute("SAVEPOINT op")
+
+
+def _run_until_abandoned(conn: sqlite3.Connection, requests: list[_Request[Any]]) -> list[_Request[Any]]:
+    """Run each request in its SAVEPOINT; return the ones to run again if SQLite abandoned the transaction."""
+    for position, request in enumerate(requests):
+        if not _run_in_savepoint(conn, request):
+            undone = [r for r in requests[:position] if r.error is None]
+            return undone + requests[position + 1 :]
+    return []
+
+
+def _run_in_savepoint(conn: sqlite3.Connection, request: _Request[Any]) -> bool:
+    """Run one operation, keeping its error for its caller; False if SQLite dropped the transaction."""
+    if request.write:
+        conn.execute("SAVEPOINT op")
     try:
         request.result = request.operation(conn)
-    except sqlite3.Error:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the caller's own error, re-raised in the caller
-        conn.execute("ROLLBACK TO op")
-        request.error = exc
-    conn.execute("RELEASE op")
+    except Exception as exc:  # noqa: BLE001 - the caller's own error (or SQLite's), re-raised in the caller
+        request.result, request.error = None, exc
+        if not conn.in_transaction:
+            return False
+        if request.write:
+            conn.execute("ROLLBACK TO op")
+    if request.write:
+        conn.execute("RELEASE op")
+    return True

@@ -130,11 +130,11 @@ _NO_LIMIT = 1_073_741_823  # SQLite's largest max_page_count
 
 
 async def fill_disk(run: Run) -> str:
-    """Mid-campaign, the SQLite file may not grow (SQLITE_FULL) until several transactions have failed."""
+    """Mid-campaign, the SQLite file may not grow (SQLITE_FULL) until many operations have failed."""
     await wait_until(exports_at_least(run, 5), "the first exports")
     database = run.databases[-1]
     pages = await database.write(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
     await database.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {int(pages)}"))
-    await wait_until(lambda: database.stats.failed_transactions >= 20, "writes failing on the full disk")
+    await wait_until(lambda: database.stats.failed_operations >= 20, "writes failing on the full disk")
     await database.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {_NO_LIMIT}"))
-    return f"disk full at {pages} pages for {database.stats.failed_transactions} failed transactions"
+    return f"disk full at {pages} pages for {database.stats.failed_operations} failed operations"

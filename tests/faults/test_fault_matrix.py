@@ -108,7 +108,8 @@ def expect_forbidden_zips_failed(run: Run) -> None:
 def disk_full_was_clear_and_harmless(run: Run) -> None:
     """The failure is logged in SQLite's words, the file passes integrity_check, and all is verified."""
     expect_all_good_verified(run)
-    failures = [e for e in run.logs if e["event"] == "sqlite.transaction_failed"]
+    failed_events = {"sqlite.operations_failed", "sqlite.transaction_failed"}
+    failures = [e for e in run.logs if e["event"] in failed_events]
     assert failures and all("full" in e["error"] for e in failures), failures[:3]
     with sqlite3.connect(run.sqlite_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -183,7 +184,7 @@ CASES = [
         "sqlite-disk-full",
         disturbance=fill_disk,
         expect=disk_full_was_clear_and_harmless,
-        evidence=lambda run: run.databases[-1].stats.failed_transactions,
+        evidence=lambda run: run.databases[-1].stats.failed_operations,
         repeats_allowed=True,  # an export whose outcome could not be saved is done again
     ),
 ]

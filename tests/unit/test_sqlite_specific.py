@@ -347,6 +347,33 @@ async def test_a_full_disk_raises_store_unavailable_and_rolls_back(tmp_path: Pat
         assert await backend.ledger.create_batch(_info(), [[1]])
 
 
+async def test_on_a_full_disk_only_the_operations_that_need_room_fail(tmp_path: Path) -> None:
+    """A batch too big for the disk fails alone; the small save and the queue put of its group commit."""
+    async with open_sqlite(tmp_path / "exporter.db") as backend:
+        await backend.ledger.create_batch(_info(), [[1]])
+        pages = await backend.database.read(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await backend.database.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 2}"))
+        release, blocker = await _hold_writer(backend)
+        many_chunks = [[n] for n in range(9_999)]
+        too_big = asyncio.create_task(backend.ledger.create_batch(_info("batch-2"), many_chunks))
+        save = asyncio.create_task(backend.ledger.save_chunk(_verified(0, [1])))
+        put = asyncio.create_task(backend.queue.put("batch-1", "body"))
+        try:
+            await _until_backlog(backend, 3)
+        finally:
+            release.set()
+        await asyncio.gather(blocker, save)
+        assert await put is True
+        with pytest.raises(StoreUnavailable, match="full"):
+            await too_big
+        assert backend.database.stats.failed_operations == 1
+        assert backend.database.stats.failed_transactions == 0
+        batch = await backend.ledger.get_batch("batch-1")
+        assert batch is not None and batch.totals.chunks_verified == 1
+        assert await backend.ledger.get_batch("batch-2") is None
+        assert await backend.queue.depth() == 1
+
+
 async def test_a_lock_held_past_the_busy_timeout_raises_store_unavailable(tmp_path: Path) -> None:
     """A write lock held elsewhere too long gives StoreUnavailable; the next try after release works."""
     path = tmp_path / "exporter.db"
