@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from bench.processes import BenchError, Child, Usage, kill_leftovers
+from bench.procs.exporter import PEAK_RSS_EVENT
 from bench.profiles import profiler_prefix
 from bench.report import BenchResult, print_result, write_result
 from exporter.app import open_stores
@@ -263,6 +264,14 @@ def campaign_seconds(log_path: Path) -> float:
     if not claimed or not completed:
         raise BenchError(f"the exporter did not complete its batches (log: {log_path.name})")
     return completed[-1] - claimed[0]
+
+
+def peak_rss_mb(log_path: Path) -> float:
+    """The exporter's own peak RSS in MB (10^6 bytes), as `bench.procs.exporter` logged it at exit."""
+    peaks = [e.get("vmhwm_kib") for e in read_events(log_path) if e.get("event") == PEAK_RSS_EVENT]
+    if not peaks or not isinstance(peaks[-1], int):
+        raise BenchError(f"the exporter did not log its peak RSS (log: {log_path.name})")
+    return peaks[-1] * 1024 / 1e6
 
 
 def export_requests(stats: Mapping[str, Any]) -> int:

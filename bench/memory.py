@@ -2,8 +2,9 @@
 
 The whole real path: the simulator writes every ZIP into the local S3 server and the worker verifies each
 with a HEAD, so the worker's memory includes its S3 client. Each campaign runs in a fresh worker process
-with a fresh ledger; peak RSS is the kernel's own figure for that process (`wait4`), time is from claiming
-the batch to writing its report. Time per ID should stay flat (a linear total), memory nearly flat.
+with a fresh ledger; peak RSS is the kernel's own figure for that process (`VmHWM`, which the process logs
+at exit), time is from claiming the batch to writing its report. Time per ID should stay flat (a linear
+total), memory nearly flat.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bench.common import (
     Stack,
     campaign_seconds,
     exporter_command,
+    peak_rss_mb,
     run_benchmark,
     running_stack,
     submit,
@@ -56,7 +58,7 @@ async def _campaign(stack: Stack, ids: int) -> dict[str, Any]:
     sim_cpu = stack.sim_process.cpu_seconds() - servers_before[1]
     return {
         "ids": ids,
-        "peak_rss_mb": round(usage.peak_rss_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb(child.stderr_path), 1),
         "cpu_seconds": round(usage.cpu_seconds, 1),
         "campaign_seconds": round(seconds, 1),
         "seconds_per_1000_ids": round(seconds / ids * 1000, 3),

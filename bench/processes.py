@@ -1,9 +1,9 @@
-"""Child processes whose CPU time and peak memory are measured exactly.
+"""Child processes whose CPU time is measured exactly.
 
 Every benchmark runs the exporter, the simulator, the S3 server and each baseline in a process of its own
 (a 2-core machine: one shared interpreter would measure the GIL, not the exporter). A child is reaped with
-`os.wait4`, which hands back the kernel's own totals for that process: CPU seconds (user + system) and
-peak resident set size. While it runs, psutil reads the same counters so far.
+`os.wait4`, which hands back the kernel's own CPU seconds (user + system) for that process. While it
+runs, psutil reads the same counters so far. Peak memory is not taken from here (see `bench.procs.exporter`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,20 +37,14 @@ class Usage:
 
     returncode: int
     cpu_seconds: float
-    peak_rss_mb: float
     wall_seconds: float
 
 
 def _usage_from(status: int, rusage: resource.struct_rusage, wall: float) -> Usage:
     returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    scale = 1 / 1024 / 1024 if sys.platform == "darwin" else 1 / 1024
-    return Usage(
-        returncode=returncode,
-        cpu_seconds=rusage.ru_utime + rusage.ru_stime,
-        peak_rss_mb=rusage.ru_maxrss * scale,
-        wall_seconds=wall,
-    )
+    # No ru_maxrss: Linux carries the parent's high-water mark into it across fork and exec (see
+    # bench.procs.exporter, which logs the exporter's own peak instead).
+    return Usage(returncode=returncode, cpu_seconds=rusage.ru_utime + rusage.ru_stime, wall_seconds=wall)
 
 
 class Child:

@@ -4,12 +4,14 @@ Markdown table and the plots. The benchmarks themselves run with `make bench`, n
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.common import Sample
+from bench.common import Sample, peak_rss_mb
 from bench.figures import (
     Check,
     Direction,
@@ -154,3 +156,19 @@ def test_profile_summary_shares_of_collapsed_stacks() -> None:
     assert spots["main (app.py)"].self_share == 0.0
     assert spots["work (app.py)"].self_share == 0.75
     assert summarize([]) == []
+
+
+def test_an_exporter_process_logs_its_own_peak_rss_at_exit(tmp_path: Path) -> None:
+    """The memory benchmark reads the exporter's own VmHWM, not wait4's figure that carries the parent's."""
+    stderr = tmp_path / "exporter.err"
+    with stderr.open("wb") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.procs.exporter", "--help"],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0
+    peak = peak_rss_mb(stderr)
+    assert 5 < peak < 500, peak  # a Python process with the exporter imported; MB, not KiB or bytes
