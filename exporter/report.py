@@ -92,7 +92,7 @@ class _AtomicPair:
             temp.unlink(missing_ok=True)
 
 
-_FLUSH_ROWS = 2000
+_FLUSH_CHARACTERS = 256 * 1024  # per file and slice: few thread hops, and a million-ID report stays small
 
 
 async def write_report_files(
@@ -105,14 +105,16 @@ async def write_report_files(
     try:
         report: list[str] = [_report_opening(info)]
         manifest: list[str] = []
+        pending = 0
         separator = ""
         async for row in report_rows(chunks):
             report.append(separator + row)
             manifest.append(row + "\n")
             separator = ","
-            if len(manifest) >= _FLUSH_ROWS:
+            pending += len(row)
+            if pending >= _FLUSH_CHARACTERS:
                 await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
-                report, manifest = [""], []
+                report, manifest, pending = [], [], 0
         report.append("]}\n")
         await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
         await asyncio.to_thread(files.commit)

@@ -49,7 +49,7 @@ _INFO_FIELDS = {
     "created_at",
 }
 _CREATE_PAGE = 1000
-_READ_PAGE = 500
+_READ_PAGE = 100  # chunks a read: at 1,000 IDs a chunk (the most) a page is ~10 MB of objects
 _STAGING_TTL_SECONDS = 3600
 _TERMINAL_BATCH = {BatchState.COMPLETED, BatchState.COMPLETED_WITH_FAILURES}
 
