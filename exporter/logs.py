@@ -81,9 +81,15 @@ def _redact_value(key: str, value: Any) -> Any:
     return redact_text(repr(value))
 
 
+# Written by structlog's own processors before redaction (add_log_level, TimeStamper): nothing to mask.
+_STAMPED_KEYS = frozenset({"level", "timestamp"})
+
+
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: mask secret-looking keys and secret values anywhere in the event."""
-    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+    return {
+        key: value if key in _STAMPED_KEYS else _redact_value(key, value) for key, value in event_dict.items()
+    }
 
 
 def configure_logging(

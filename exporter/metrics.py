@@ -5,7 +5,11 @@ Labels stay low-cardinality (outcome, reason, state), never batch or job IDs.
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "CHUNKS",
@@ -20,7 +24,10 @@ __all__ = [
     "REGISTRY",
     "VERIFY_LATENCY",
     "VERIFY_RESULTS",
+    "labelled",
 ]
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -67,3 +74,14 @@ DEAD_LETTERS = Counter(
     "exporter_dead_letters", "Messages parked in dead letters, by reason kind", ["kind"], registry=REGISTRY
 )
 DUPLICATE_IDS = Counter("exporter_duplicate_job_ids", "Repeated job IDs dropped at intake", registry=REGISTRY)
+
+
+@functools.lru_cache(maxsize=1024)
+def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> MetricWrapperBase:
+    return metric.labels(*values)
+
+
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """`metric.labels(*values)`, looked up once: label sets are few, requests many (labels() locks)."""
+    child: _Metric = _child(metric, values)  # type: ignore[assignment]
+    return child

@@ -350,7 +350,7 @@ class Pipeline:
             return None
         exported = _chunk_after_export(chunk, segments, attempt)
         await self._ledger.save_chunk(exported)
-        metrics.CHUNKS.labels(exported.state.value).inc()
+        metrics.labelled(metrics.CHUNKS, exported.state.value).inc()
         bound.info(
             "chunk.exported" if exported.state is ChunkState.EXPORTED else "chunk.failed",
             latency_ms=round((self._clock.monotonic() - started) * 1000, 1),
@@ -405,7 +405,7 @@ class Pipeline:
             return
         verified = _chunk_after_verify(chunk, segments)
         await self._ledger.save_chunk(verified)
-        metrics.CHUNKS.labels(verified.state.value).inc()
+        metrics.labelled(metrics.CHUNKS, verified.state.value).inc()
         log.info(f"chunk.{verified.state.value}", chunk=chunk.index, attempt=chunk.attempts)
 
     async def _verify_segment(self, segment: Segment) -> Segment:
@@ -431,21 +431,22 @@ class Pipeline:
             return self._zip_outcome(
                 record, started, "missing", ErrorInfo(code="ZIP_MISSING", message=message)
             )
-        checked = record.model_copy(update={"size": found.size, "etag": found.etag})
+        measured = {"size": found.size, "etag": found.etag}
         if found.size <= 0:
             empty = ErrorInfo(code="ZIP_EMPTY", message=f"{record.path} is empty (0 bytes)")
-            return self._zip_outcome(checked, started, "empty", empty)
+            return self._zip_outcome(record.model_copy(update=measured), started, "empty", empty)
         if self._options.verify_zip:
             problem = await self._deep_check(bucket, key, found.size)
             if problem is not None:
                 invalid = ErrorInfo(code="ZIP_INVALID", message=f"{record.path}: {problem}")
-                return self._zip_outcome(checked, started, "invalid", invalid)
-        return self._zip_outcome(checked.model_copy(update={"verified": True}), started, "verified", None)
+                return self._zip_outcome(record.model_copy(update=measured), started, "invalid", invalid)
+        verified = record.model_copy(update={**measured, "verified": True})
+        return self._zip_outcome(verified, started, "verified", None)
 
     def _zip_outcome(
         self, record: ZipRecord, started: float, outcome: str, error: ErrorInfo | None
     ) -> ZipRecord:
-        metrics.VERIFY_RESULTS.labels(outcome).inc()
+        metrics.labelled(metrics.VERIFY_RESULTS, outcome).inc()
         metrics.VERIFY_LATENCY.observe(self._clock.monotonic() - started)
         if error is None:
             log.debug("zip.verified", path=record.path, size=record.size)

@@ -259,7 +259,7 @@ class Worker:
         await self._settle(self._queue.nack(claim, delay), "batch.nacked", delay_s=delay, reason=reason)
 
     async def _park(self, claim: Claim, reason: str, kind: str) -> None:
-        metrics.DEAD_LETTERS.labels(kind).inc()
+        metrics.labelled(metrics.DEAD_LETTERS, kind).inc()
         await self._settle(self._queue.dead_letter(claim, reason), "message.dead_lettered", reason=reason)
 
     async def _settle(self, operation: Awaitable[None], event: str, **fields: object) -> None:

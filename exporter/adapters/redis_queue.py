@@ -31,7 +31,7 @@ from typing import Any, cast
 import structlog
 
 from exporter.adapters.redis_connection import RedisConnection, milliseconds
-from exporter.metrics import DEAD_LETTERS
+from exporter.metrics import DEAD_LETTERS, labelled
 from exporter.ports import Claim, Clock, DeadLetter
 
 __all__ = ["RedisQueue"]
@@ -284,7 +284,7 @@ class RedisQueue:
             return None
         message_id, body, deliveries, handbacks, *parked = reply
         for parked_id in parked:
-            DEAD_LETTERS.labels("poison").inc()
+            labelled(DEAD_LETTERS, "poison").inc()
             log.warning("queue.poison_parked", message_id=parked_id, max_deliveries=self._max_deliveries)
         if not message_id:
             return None

@@ -224,11 +224,12 @@ class DliClient:
         replayed as its own first attempt, so waits, attempt counts and the deadline are unchanged.
         """
         renewal = _AuthRenewal()
-        retrying = self._policy.retrying(self._clock, request.operation)  # the deadline starts now
+        started = self._clock.monotonic()  # the deadline runs from here, whoever counts the attempts
         try:
             return await self._attempt(request, parse, renewal)
         except Transient as first_failure:
             replay = _ReplayFirstFailure(first_failure, self._attempt)
+        retrying = self._policy.retrying(self._clock, request.operation, started_at=started)
         result: _ResultT = await retrying(replay, request, parse, renewal)
         return result
 
@@ -333,7 +334,9 @@ class DliClient:
             _count(request.operation, error.reason)
             raise error from failure
         finally:
-            metrics.DLI_LATENCY.labels(operation=request.operation).observe(self._clock.monotonic() - started)
+            metrics.labelled(metrics.DLI_LATENCY, request.operation).observe(
+                self._clock.monotonic() - started
+            )
 
 
 def _json_body(payload: Mapping[str, object]) -> bytes:
@@ -350,4 +353,4 @@ def _outcome(error: DliError) -> str:
 
 
 def _count(operation: str, outcome: str) -> None:
-    metrics.DLI_REQUESTS.labels(operation=operation, outcome=outcome).inc()
+    metrics.labelled(metrics.DLI_REQUESTS, operation, outcome).inc()

@@ -51,11 +51,12 @@ class RetryPolicy:
             deadline=settings.retry_deadline,
         )
 
-    def retrying(self, clock: Clock, operation: str) -> AsyncRetrying:
-        """A fresh tenacity controller for one call; its deadline starts now, on `clock`."""
+    def retrying(self, clock: Clock, operation: str, started_at: float | None = None) -> AsyncRetrying:
+        """A fresh tenacity controller for one call; its deadline runs from `started_at` (default: now)."""
+        started = clock.monotonic() if started_at is None else started_at
         return AsyncRetrying(
             sleep=clock.sleep,
-            stop=stop_after_attempt(self.max_attempts) | _StopAtDeadline(clock, self.deadline),
+            stop=stop_after_attempt(self.max_attempts) | _StopAtDeadline(clock, started + self.deadline),
             wait=_WaitAtLeastRetryAfter(multiplier=self.initial_backoff, max=self.max_backoff),
             retry=retry_if_exception_type(Transient),
             before_sleep=_record_retry(operation),
@@ -74,9 +75,9 @@ class _WaitAtLeastRetryAfter(wait_random_exponential):
 class _StopAtDeadline(stop_base):
     """Stop when the next attempt would start after the deadline (there is no point sleeping past it)."""
 
-    def __init__(self, clock: Clock, deadline: float) -> None:
+    def __init__(self, clock: Clock, stop_at: float) -> None:
         self._clock = clock
-        self._stop_at = clock.monotonic() + deadline
+        self._stop_at = stop_at
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self._clock.monotonic() + retry_state.upcoming_sleep > self._stop_at
@@ -100,7 +101,7 @@ def _record_retry(operation: str) -> Callable[[RetryCallState], None]:
         fields: dict[str, Any] = {"reason": "unknown", "request_id": None, "status": None}
         if isinstance(error, Transient):
             fields = {"reason": error.reason, "request_id": error.request_id, "status": error.status}
-        metrics.DLI_RETRIES.labels(reason=fields["reason"]).inc()
+        metrics.labelled(metrics.DLI_RETRIES, str(fields["reason"])).inc()
         log.info(
             "dli.request.retry",
             operation=operation,

@@ -31,6 +31,7 @@ Header values are returned as text; aiohttp sends them as UTF-8, the same bytes 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
@@ -266,7 +267,9 @@ def _percent_encode(text: str) -> str:
     return quote(text, safe="~")
 
 
+@functools.lru_cache(maxsize=1024)
 def _canonical_uri(path: str) -> str:
+    """Paths repeat (one export path per project): encode each once."""
     uri = "/".join(_percent_encode(segment) for segment in unquote(path).split("/"))
     return uri if uri.endswith("/") else uri + "/"
 

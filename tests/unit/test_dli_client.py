@@ -445,6 +445,25 @@ async def test_deadline_stops_retrying_before_sleeping_past_it(
     assert clock.now <= 10
 
 
+async def test_the_first_attempts_own_time_counts_against_the_deadline(
+    session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
+) -> None:
+    """A first try that took 7 s of a 10 s deadline leaves no room for a retry 4 s later."""
+
+    def slow_throttle(url: yarl.URL, **kwargs: Any) -> CallbackResult:
+        clock.now += 7.0
+        return CallbackResult(status=429, headers={"Retry-After": "4"}, payload={})
+
+    mocked.post(EXPORT_URL, callback=slow_throttle, repeat=True)
+    policy = RetryPolicy(max_attempts=100, initial_backoff=0.1, max_backoff=1, deadline=10)
+    with pytest.raises(Transient):
+        await make_client(session, limiter, clock, policy=policy).export_jobs(
+            TEST_PROJECT, "dli-exports", [1]
+        )
+    assert len(calls(mocked)) == 1
+    assert clock.sleeps == []
+
+
 async def test_retry_after_beyond_the_deadline_gives_up_at_once(
     session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
 ) -> None:
