@@ -332,7 +332,7 @@ class Pipeline:
         attempt = chunk.attempts + 1
         bound = log.bind(chunk=chunk.index, attempt=attempt)
         started = self._clock.monotonic()
-        bound.debug("chunk.export.sent", jobs=len(chunk.job_ids))
+        bound.info("chunk.export.sent", jobs=len(chunk.job_ids))
         try:
             segments = await self._export_ids(batch, chunk.job_ids)
         except Transient as error:
@@ -397,16 +397,17 @@ class Pipeline:
     # --- verify ---------------------------------------------------------------------------------------------
     async def _verify_chunk(self, chunk: ChunkRecord, this_pass: _Pass) -> None:
         """Check every ZIP of the chunk's exported segments; save verified/failed, or defer."""
-        try:
-            segments = [await self._verify_segment(segment) for segment in chunk.segments]
-        except _VerifyDeferred as deferred:
-            this_pass.defer(deferred.error)
-            log.warning("chunk.verify.deferred", chunk=chunk.index, reason=deferred.error.reason)
-            return
-        verified = _chunk_after_verify(chunk, segments)
-        await self._ledger.save_chunk(verified)
-        metrics.labelled(metrics.CHUNKS, verified.state.value).inc()
-        log.info(f"chunk.{verified.state.value}", chunk=chunk.index, attempt=chunk.attempts)
+        with structlog.contextvars.bound_contextvars(chunk=chunk.index, attempt=chunk.attempts):
+            try:
+                segments = [await self._verify_segment(segment) for segment in chunk.segments]
+            except _VerifyDeferred as deferred:
+                this_pass.defer(deferred.error)
+                log.warning("chunk.verify.deferred", reason=deferred.error.reason)
+                return
+            verified = _chunk_after_verify(chunk, segments)
+            await self._ledger.save_chunk(verified)
+            metrics.labelled(metrics.CHUNKS, verified.state.value).inc()
+            log.info(f"chunk.{verified.state.value}")
 
     async def _verify_segment(self, segment: Segment) -> Segment:
         if segment.state is not ChunkState.EXPORTED:
@@ -449,7 +450,7 @@ class Pipeline:
         metrics.labelled(metrics.VERIFY_RESULTS, outcome).inc()
         metrics.VERIFY_LATENCY.observe(self._clock.monotonic() - started)
         if error is None:
-            log.debug("zip.verified", path=record.path, size=record.size)
+            log.info("zip.verified", path=record.path, size=record.size)
             return record
         log.warning(f"zip.{outcome}", path=record.path, code=error.code, reason=error.message)
         return record.model_copy(update={"error": error, "verified": False})

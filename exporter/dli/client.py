@@ -326,13 +326,24 @@ class DliClient:
                 async with self._session.request(
                     request.method, url, headers=headers, data=request.body, allow_redirects=False
                 ) as response:
-                    return response.status, response.headers, await response.read()
+                    payload = await response.read()
         except (TimeoutError, aiohttp.ClientError) as failure:
             error = error_from_exception(failure)
             if error is None:
                 raise
             _count(request.operation, error.reason)
             raise error from failure
+        else:
+            log.debug(
+                "dli.http",
+                method=request.method,
+                path=url.path,
+                status=response.status,
+                bytes=len(payload),
+                latency_ms=round((self._clock.monotonic() - started) * 1000, 1),
+                response_headers=response.headers,
+            )
+            return response.status, response.headers, payload
         finally:
             metrics.labelled(metrics.DLI_LATENCY, request.operation).observe(
                 self._clock.monotonic() - started

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 from exporter.app import open_runtime
+from exporter.logs import configure_logging
 from exporter.models import BatchRequest
 from exporter.submission import submit_batch
 
@@ -150,3 +152,28 @@ async def test_select_all_with_filters_expands_through_listing(stack: Any) -> No
         )
         report = await run_campaign(s.settings, request)
     assert report["totals"]["jobs"] == 230 and report["totals"]["verified"] == 230
+
+
+async def test_every_step_is_one_json_line_at_the_default_level(stack: Any) -> None:
+    """At `info` each chunk logs sent, exported, zip verified, verified, with batch, project and chunk."""
+    lines = io.StringIO()
+    configure_logging("json", "info", stream=lines)
+    async with stack(jobs=50) as s:
+        await run_campaign(s.settings, batch(s, list(range(1, 11)), chunk_size=5))
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    names = [e["event"] for e in events]
+    for name in ("batch.submitted", "batch.claimed", "batch.completed"):
+        assert name in names, name
+    for chunk in (0, 1):
+        steps = [e for e in events if e.get("chunk") == chunk]
+        assert [e["event"] for e in steps] == [
+            "chunk.export.sent",
+            "chunk.exported",
+            "zip.verified",
+            "chunk.verified",
+        ]
+        for step in steps:
+            assert step["batch_id"] == "campaign" and step["project_id"] == s.settings.project_id
+            assert step["attempt"] == 1 and step["level"] == "info" and step["timestamp"]
+        exported = steps[1]
+        assert exported["latency_ms"] >= 0 and exported["request_id"]
