@@ -17,7 +17,7 @@ import structlog
 from exporter.adapters.redis_connection import DEFAULT_UNAVAILABLE_AFTER, RedisConnection, connect
 from exporter.adapters.redis_ledger import RedisLedger
 from exporter.adapters.redis_limiter import RedisRateLimiter
-from exporter.adapters.redis_queue import RedisQueue
+from exporter.adapters.redis_queue import STALE_CONSUMER_SECONDS, RedisQueue
 from exporter.clock import SystemClock
 from exporter.ports import Clock
 
@@ -36,11 +36,23 @@ class RedisBackend:
     __slots__ = ("_clock", "_conn", "ledger", "queue")
 
     def __init__(
-        self, conn: RedisConnection, *, consumer_group: str, clock: Clock, max_deliveries: int = 5
+        self,
+        conn: RedisConnection,
+        *,
+        consumer_group: str,
+        clock: Clock,
+        max_deliveries: int = 5,
+        stale_consumer_seconds: float = STALE_CONSUMER_SECONDS,
     ) -> None:
         self._conn = conn
         self._clock = clock
-        self.queue = RedisQueue(conn, group=consumer_group, clock=clock, max_deliveries=max_deliveries)
+        self.queue = RedisQueue(
+            conn,
+            group=consumer_group,
+            clock=clock,
+            max_deliveries=max_deliveries,
+            stale_consumer_seconds=stale_consumer_seconds,
+        )
         self.ledger = RedisLedger(conn, clock=clock)
 
     def __repr__(self) -> str:
@@ -82,6 +94,7 @@ async def open_redis(
     max_deliveries: int = 5,
     ssl_ca_file: str | None = None,
     unavailable_after: float = DEFAULT_UNAVAILABLE_AFTER,
+    stale_consumer_seconds: float = STALE_CONSUMER_SECONDS,
 ) -> AsyncIterator[RedisBackend]:
     """Open the backend on `redis://` or `rediss://host:port/db`; every call retries a lost connection
     with backoff and raises `StoreUnavailable` after `unavailable_after` seconds."""
@@ -99,7 +112,11 @@ async def open_redis(
     )
     try:
         yield RedisBackend(
-            conn, consumer_group=consumer_group, clock=clock or SystemClock(), max_deliveries=max_deliveries
+            conn,
+            consumer_group=consumer_group,
+            clock=clock or SystemClock(),
+            max_deliveries=max_deliveries,
+            stale_consumer_seconds=stale_consumer_seconds,
         )
     finally:
         await client.aclose()

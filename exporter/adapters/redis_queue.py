@@ -20,6 +20,11 @@ and take nacked messages (still in the PEL) before their delay. Expired entries 
 
 Each step is one Lua script, so a state change is atomic; every script is safe to run twice, because
 redis-py re-sends a command when the connection drops before its answer arrives.
+
+Every pod restart brings a new consumer name (hostname-PID) into the group, and Redis keeps a consumer until
+it is deleted. So when a claim finds nothing to do (at most every ten minutes per process), consumers idle
+for an hour with nothing pending are deleted, in one script, so one that claims meanwhile is kept. A message
+is never lost this way: a consumer that still holds anything, nacked messages included, is not touched.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ from typing import Any, cast
 import structlog
 
 from exporter.adapters.redis_connection import RedisConnection, milliseconds
+from exporter.errors import StoreUnavailable
 from exporter.metrics import DEAD_LETTERS, labelled
 from exporter.ports import Claim, Clock, DeadLetter
 
-__all__ = ["RedisQueue"]
+__all__ = ["PRUNE_EVERY_SECONDS", "STALE_CONSUMER_SECONDS", "RedisQueue"]
+
+STALE_CONSUMER_SECONDS = 3600.0  # a consumer idle this long with nothing pending belongs to a gone pod
+PRUNE_EVERY_SECONDS = 600.0  # per process, and only when a claim found nothing to do
 
 log = structlog.get_logger(__name__)
 
@@ -178,6 +187,22 @@ local entry = read[1][2][1]
 return answer(grant(entry[1], field(entry[2], 'body'), 1))
 """
 
+_PRUNE_CONSUMERS = """
+local min_idle_ms, keep = tonumber(ARGV[2]), ARGV[3]
+local consumers = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+if type(consumers) ~= 'table' or consumers.err then return {} end
+local removed = {}
+for _, row in ipairs(consumers) do
+  local info = {}
+  for i = 1, #row, 2 do info[row[i]] = row[i + 1] end
+  if info.name ~= keep and tonumber(info.pending) == 0 and tonumber(info.idle) >= min_idle_ms then
+    redis.call('XGROUP', 'DELCONSUMER', stream, group, info.name)
+    table.insert(removed, info.name)
+  end
+end
+return removed
+"""
+
 _EXTEND = """
 local id = ARGV[2]
 if not holds(id, ARGV[3], tonumber(ARGV[4])) then return 0 end
@@ -224,15 +249,34 @@ def _token() -> str:
 class RedisQueue:
     """`BatchQueue` on a Redis stream: at-least-once delivery with leases, shared by every replica."""
 
-    __slots__ = ("_clock", "_conn", "_group", "_keys", "_max_deliveries", "_scripts")
+    __slots__ = (
+        "_clock",
+        "_conn",
+        "_group",
+        "_keys",
+        "_max_deliveries",
+        "_pruned_at",
+        "_scripts",
+        "_stale_consumer_seconds",
+    )
 
-    def __init__(self, conn: RedisConnection, *, group: str, clock: Clock, max_deliveries: int = 5) -> None:
+    def __init__(
+        self,
+        conn: RedisConnection,
+        *,
+        group: str,
+        clock: Clock,
+        max_deliveries: int = 5,
+        stale_consumer_seconds: float = STALE_CONSUMER_SECONDS,
+    ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         self._conn = conn
         self._group = group
         self._clock = clock
         self._max_deliveries = max_deliveries
+        self._stale_consumer_seconds = stale_consumer_seconds
+        self._pruned_at: float | None = None
         self._keys = [conn.key("queue", name) for name in _KEY_NAMES]
         sources = {
             "put": _PUT,
@@ -243,6 +287,7 @@ class RedisQueue:
             "ack": _ACK,
             "dead_letter": _DEAD_LETTER,
             "requeue": _REQUEUE,
+            "prune_consumers": _PRUNE_CONSUMERS,
         }
         self._scripts = {name: conn.script(_COMMON + body) for name, body in sources.items()}
 
@@ -287,6 +332,7 @@ class RedisQueue:
             labelled(DEAD_LETTERS, "poison").inc()
             log.warning("queue.poison_parked", message_id=parked_id, max_deliveries=self._max_deliveries)
         if not message_id:
+            await self._prune_consumers_now_and_then(consumer)
             return None
         log.info("queue.claimed", message_id=message_id, deliveries=deliveries)
         return Claim(
@@ -296,6 +342,20 @@ class RedisQueue:
             consumer=consumer,
             handbacks=int(handbacks),
         )
+
+    async def _prune_consumers_now_and_then(self, consumer: str) -> None:
+        """Delete consumers of gone pods (idle, nothing pending); housekeeping, so a failure only logs."""
+        now = self._clock.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = now
+        try:
+            removed = await self._run("prune_consumers", milliseconds(self._stale_consumer_seconds), consumer)
+        except StoreUnavailable as error:
+            log.warning("queue.prune_consumers.failed", error=str(error))
+            return
+        if removed:
+            log.info("queue.consumers_pruned", consumers=list(removed), group=self._group)
 
     async def extend(self, claim: Claim, lease_seconds: float) -> bool:
         """Push the lease forward, unless the message was handed to someone else (or back) meanwhile."""

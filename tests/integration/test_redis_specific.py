@@ -308,6 +308,36 @@ async def test_dead_consumer_is_taken_over_and_its_claim_fenced_off(prefix: str,
             await survivor.purge()
 
 
+async def test_consumers_of_gone_pods_are_pruned_but_never_one_holding_a_message(
+    prefix: str, admin: Redis
+) -> None:
+    """Idle consumers with nothing pending leave the group; one holding or handing back a message stays."""
+    async with open_redis(
+        REDIS_URL, key_prefix=prefix, consumer_group=GROUP, stale_consumer_seconds=0.0
+    ) as backend:
+        try:
+            await backend.queue.put("b1", "finished")
+            finished = await backend.queue.claim("gone-pod-1", lease_seconds=30)
+            assert finished is not None
+            await backend.queue.ack(finished)
+            await backend.queue.put("b2", "held")
+            held = await backend.queue.claim("gone-pod-2", lease_seconds=30)
+            await backend.queue.put("b3", "handed back")
+            handed_back = await backend.queue.claim("gone-pod-3", lease_seconds=30)
+            assert held is not None and handed_back is not None
+            await backend.queue.nack(handed_back, 60)
+
+            assert await backend.queue.claim("live-pod", lease_seconds=30) is None  # idle: housekeeping
+
+            names = {c["name"] for c in await admin.xinfo_consumers(f"{prefix}:queue:stream", GROUP)}
+            assert "gone-pod-1" not in names
+            assert {"gone-pod-2", "gone-pod-3"} <= names
+            await backend.queue.ack(held)
+            assert await backend.queue.depth() == 1, "the handed-back message is still there"
+        finally:
+            await backend.purge()
+
+
 async def test_extended_lease_outlives_the_first_one(backend: RedisBackend) -> None:
     """The holder's extension counts, not the claimer's lease: a sibling message with the same short
     lease is taken over while the extended one stays put."""
