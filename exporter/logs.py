@@ -7,16 +7,18 @@ component can forget it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from pydantic import SecretStr
 
-__all__ = ["REDACTED", "configure_logging", "redact", "redact_text", "register_secret"]
+__all__ = ["REDACTED", "configure_logging", "redact", "redact_text", "register_secret", "render_json"]
 
 REDACTED = "***"
 _SENSITIVE_KEY = re.compile(
@@ -50,10 +52,24 @@ def register_secret(value: str | SecretStr | None) -> None:
         value = value.get_secret_value()
     if value and len(value) >= 4:
         _known_secrets.add(value)
+        _redact_short_text.cache_clear()  # answers given before this secret was known may hold it
+
+
+_SHORT_TEXT = 200
 
 
 def redact_text(text: str) -> str:
     """Mask known secret values and anything shaped like a signature, token header or URL password."""
+    return _redact_short_text(text) if len(text) <= _SHORT_TEXT else _redact_any_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_short_text(text: str) -> str:
+    """Short values repeat on every line (batch and project IDs, event names): check each once."""
+    return _redact_any_text(text)
+
+
+def _redact_any_text(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
@@ -64,8 +80,16 @@ def redact_text(text: str) -> str:
     return _SENSITIVE_TEXT[2].sub(lambda m: f"{m.group(1)}://{REDACTED}@", text)
 
 
+_PLAIN_TYPES = frozenset({type(None), bool, int, float})
+
+
 def _redact_value(key: str, value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    kind = type(value)  # exact-type checks first: this runs for every value of every line
+    if kind in _PLAIN_TYPES:
+        return value
+    if kind is str:
+        return REDACTED if _is_sensitive_key(key) else redact_text(value)
+    if isinstance(value, bool | int | float):  # subclasses, such as an IntEnum
         return value
     if _is_sensitive_key(key) or isinstance(value, SecretStr):
         return REDACTED
@@ -92,6 +116,15 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     }
 
 
+def render_json(event: Mapping[str, Any], **_options: Any) -> str:
+    """One compact JSON line: orjson (five times the stdlib's speed on these lines, and the daemon writes
+    four per chunk); the stdlib for the rare value orjson refuses, such as an int beyond 64 bits."""
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(event, default=repr, separators=(",", ":"))
+
+
 def configure_logging(
     fmt: str = "json",
     level: str = "info",
@@ -102,7 +135,9 @@ def configure_logging(
     for secret in secrets:
         register_secret(secret)
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=render_json)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[
@@ -114,6 +149,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -174,7 +174,7 @@ async def test_in_process_campaign_leaks_no_secret(
         assert sum(stack.simulator.stats()["faults"].values()) > 0, "error paths were logged too"
         uploaded = await uploaded_objects(stack)
     logged = buffer.getvalue()
-    assert sum(1 for line in logged.splitlines() if '"level": "debug"' in line) > 10, "debug lines captured"
+    assert sum(1 for line in logged.splitlines() if '"level":"debug"' in line) > 10, "debug lines captured"
     assert_secret_free(logged, "the debug log")
     report = json.loads((tmp_path / "reports" / "canary.json").read_text())
     assert report["totals"]["jobs"] == JOBS + 1
@@ -272,7 +272,7 @@ async def test_daemon_process_leaks_no_secret(s3_server: str, tmp_path: Path) ->
             (await _cli(env, "report", "daemon", "--jsonl"))[1],
         ]
     logged = stderr.decode()
-    assert '"level": "debug"' in logged, "debug lines captured"
+    assert '"level":"debug"' in logged, "debug lines captured"
     assert_secret_free(logged, "the daemon's stderr")
     for path, text in answers.items():
         assert_secret_free(text, f"GET {path}")

@@ -8,7 +8,7 @@ import zipfile
 
 import structlog
 
-from exporter.logs import REDACTED, configure_logging, redact
+from exporter.logs import REDACTED, configure_logging, redact, redact_text, register_secret, render_json
 from exporter.zipcheck import check_zip_tail
 
 
@@ -61,3 +61,17 @@ def test_zip_tail_check() -> None:
     assert check_zip_tail(_zip_bytes(0)).reason == "the ZIP has no entries"
     assert not check_zip_tail(_zip_bytes(2)[:-5]).ok
     assert not check_zip_tail(b"<html>not a zip</html>").ok
+
+
+def test_json_lines_take_values_orjson_refuses() -> None:
+    """A number beyond 64 bits still renders (through the stdlib) instead of failing the log call."""
+    line = render_json({"event": "x", "big": 2**70, "text": "é"})
+    assert json.loads(line) == {"event": "x", "big": 2**70, "text": "é"}
+
+
+def test_a_secret_registered_later_is_masked_in_text_seen_before() -> None:
+    """The cache of already-checked short values cannot hand back a value that now holds a secret."""
+    text = "connecting with key LATE-SECRET-0042"
+    assert redact_text(text) == text
+    register_secret("LATE-SECRET-0042")
+    assert redact_text(text) == f"connecting with key {REDACTED}"
