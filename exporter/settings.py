@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     rate_limit: float = Field(default=10.0, gt=0, le=100_000, description="requests/s to DLI, all replicas")
     rate_burst: int = Field(default=1, ge=1, le=10_000)
     rate_headroom: float = Field(
-        default=0.02, ge=0, le=0.5, description="share kept below rate_limit so jitter never trips a window"
+        default=0.03, ge=0, le=0.5, description="share kept below rate_limit so jitter never trips a window"
     )
     concurrency: int = Field(default=16, ge=1, le=10_000)
     chunk_size: int = Field(default=100, ge=1, le=1000)
