@@ -122,6 +122,10 @@ async def redis_settings(stack: Any) -> AsyncIterator[tuple[Any, Settings, dict[
                 "queue_url": "redis://127.0.0.1:6379/15",
                 "redis_key_prefix": prefix,
                 "rate_limit": RATE,
+                # The simulator shares this test process's event loop, whose stalls on a busy 2-core
+                # machine bunch arrivals that left evenly spaced: 10% (100 ms of jitter in the 1-s window)
+                # instead of the default 3%. Unshared limits would still send 3 x 36/s against 40/s.
+                "rate_headroom": 0.1,
                 "concurrency": CONCURRENCY,
                 "poll_interval": 0.1,
                 "lease_seconds": 3,
@@ -141,7 +145,7 @@ async def redis_settings(stack: Any) -> AsyncIterator[tuple[Any, Settings, dict[
 
 
 async def test_three_replicas_share_the_rate_limit_and_the_work(redis_settings: Any) -> None:
-    """Three daemons against a strict limit equal to theirs: <1% 429s, every ID verified, all three worked."""
+    """Three daemons against a strict limit of their shared one: <1% 429s, every ID verified, all worked."""
     s, settings, env = redis_settings
     batch_ids = await submit_campaign(settings, s.bucket)
     async with replicas(env, 3) as daemons:
