@@ -99,15 +99,22 @@ async def local_stack(
     faults: dict[str, Any] | None = None,
     bucket: str = "dli-exports",
     s3_endpoint: str | None = None,
+    ak: str = DEV_AK,
+    sk: str = DEV_SK,
+    security_token: str | None = None,
     **exporter_settings: Any,
 ) -> AsyncIterator[LocalStack]:
-    """Start (or reuse) an S3 server, create the bucket, start the simulator; yield exporter settings."""
+    """Start (or reuse) an S3 server, create the bucket, start the simulator; yield exporter settings.
+
+    The simulator demands `ak`/`sk` (and `security_token` when given); the settings carry the same.
+    """
     with _maybe_s3(s3_endpoint) as endpoint:
         await create_bucket(endpoint, bucket)
         sim_settings = SimulatorSettings(
             project_id=DEV_PROJECT,
-            ak=DEV_AK,
-            sk=DEV_SK,
+            ak=ak,
+            sk=sk,
+            security_token=security_token,
             obs_endpoint=endpoint,
             obs_region="us-east-1",
             sim_jobs=jobs,
@@ -119,8 +126,9 @@ async def local_stack(
                 **{
                     "dli_endpoint": simulator.url,
                     "project_id": DEV_PROJECT,
-                    "ak": DEV_AK,
-                    "sk": DEV_SK,
+                    "ak": ak,
+                    "sk": sk,
+                    "security_token": security_token,
                     "obs_endpoint": endpoint,
                     "obs_region": "us-east-1",
                     "obs_addressing_style": "path",

@@ -19,7 +19,6 @@ import sys
 import traceback
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from support import free_port
 from exporter import metrics
 from exporter.adapters.limiter import LocalRateLimiter
 from exporter.app import open_runtime
-from exporter.devstack import DEV_PROJECT, create_bucket, settings_env
+from exporter.devstack import DEV_PROJECT, LocalStack, local_stack, settings_env
 from exporter.dli.client import DliClient
 from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import create_session
@@ -42,7 +41,6 @@ from exporter.errors import AuthError, ConfigError
 from exporter.logs import configure_logging
 from exporter.models import BatchRequest
 from exporter.settings import Settings, load_settings
-from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
 from exporter.submission import submit_batch
 
 CANARY_AK = "AKCANARYQ7W3E9R1T5Y8"
@@ -80,48 +78,26 @@ def assert_secret_free(text: str, where: str, secrets: Iterable[str] = SECRETS) 
     assert not found, f"{where} contains {found}"
 
 
-@dataclass(frozen=True, slots=True)
-class CanaryStack:
-    simulator: SimulatorHandle
-    settings: Settings
-    bucket: str
-    s3_endpoint: str
-
-
 @asynccontextmanager
-async def canary_stack(s3_server: str, workdir: Path, bucket: str) -> AsyncIterator[CanaryStack]:
+async def canary_stack(s3_server: str, workdir: Path, bucket: str) -> AsyncIterator[LocalStack]:
     """The simulator demanding the canary AK/SK and security token; exporter settings that carry them."""
-    await create_bucket(s3_server, bucket)
-    sim_settings = SimulatorSettings(
-        project_id=DEV_PROJECT,
+    async with local_stack(
+        workdir=workdir,
+        jobs=JOBS,
+        faults=FAULTS,
+        bucket=bucket,
+        s3_endpoint=s3_server,
         ak=CANARY_AK,
         sk=CANARY_SK,
         security_token=CANARY_TOKEN,
-        obs_endpoint=s3_server,
-        obs_region="us-east-1",
-        sim_jobs=JOBS,
-        **{f"sim_{name}": value for name, value in FAULTS.items()},
-    )
-    async with running_simulator(sim_settings) as simulator:
-        settings = Settings(
-            dli_endpoint=simulator.url,
-            project_id=DEV_PROJECT,
-            ak=CANARY_AK,
-            sk=CANARY_SK,
-            security_token=CANARY_TOKEN,
-            obs_endpoint=s3_server,
-            obs_region="us-east-1",
-            obs_addressing_style="path",
-            queue_url=f"sqlite:///{workdir / 'exporter.db'}",
-            report_dir=workdir / "reports",
-            upload_manifest=True,
-            log_level="debug",
-            **FAST,
-        )
-        yield CanaryStack(simulator, settings, bucket, s3_server)
+        upload_manifest=True,
+        log_level="debug",
+        **FAST,
+    ) as stack:
+        yield stack
 
 
-def batch(stack: CanaryStack, batch_id: str) -> BatchRequest:
+def batch(stack: LocalStack, batch_id: str) -> BatchRequest:
     return BatchRequest(
         batch_id=batch_id,
         project_id=DEV_PROJECT,
@@ -131,7 +107,7 @@ def batch(stack: CanaryStack, batch_id: str) -> BatchRequest:
     )
 
 
-async def uploaded_objects(stack: CanaryStack) -> dict[str, bytes]:
+async def uploaded_objects(stack: LocalStack) -> dict[str, bytes]:
     """The report and manifest the exporter uploaded next to the exports."""
     session = aioboto3.Session()
     found: dict[str, bytes] = {}
