@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "ConfigError",
+    "Conflict",
     "DliError",
     "ExporterError",
     "InvalidInput",
+    "NotFound",
     "Permanent",
     "StoreUnavailable",
     "Transient",
@@ -33,6 +35,18 @@ class InvalidInput(ExporterError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class Conflict(ExporterError):
+    """An idempotency key (a batch ID) reused with other content; the message says what differs.
+
+    The CLI answers it with exit code 2, `POST /batches` with HTTP 409. The same content again is a quiet
+    success, never a Conflict.
+    """
+
+
+class NotFound(ExporterError, LookupError):
+    """The ledger has no such batch or chunk (the same error on every backend)."""
 
 
 class StoreUnavailable(ExporterError):

@@ -6,13 +6,24 @@ same words.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, overload
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from exporter.rules import (
+    MAX_JOB_ID,
+    ChunkPlan,
+    check_bucket,
+    check_obs_dir,
+    check_project_id,
+    dedupe_job_ids,
+    plan_chunks,
+    split_obs_path,
+)
 
 __all__ = [
     "MAX_JOB_ID",
@@ -22,6 +33,7 @@ __all__ = [
     "ChunkPlan",
     "ChunkRecord",
     "ChunkState",
+    "ChunkTally",
     "ErrorInfo",
     "ExportResult",
     "JobSummary",
@@ -33,117 +45,12 @@ __all__ = [
     "check_bucket",
     "check_obs_dir",
     "check_project_id",
+    "check_transition",
     "dedupe_job_ids",
     "plan_chunks",
+    "request_identity",
     "split_obs_path",
 ]
-
-MAX_JOB_ID = 2**63 - 1
-_PROJECT_ID = re.compile(r"[A-Za-z0-9]{1,64}")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_PREFIX_FORBIDDEN = re.compile(r"[\x00-\x1f\\]")
-
-
-def check_project_id(value: str) -> str:
-    """Return the project ID if it is 1-64 letters and digits (DLI's rule), else raise ValueError."""
-    if not _PROJECT_ID.fullmatch(value):
-        raise ValueError(f"project ID {value!r} must be 1 to 64 letters and digits")
-    return value
-
-
-def check_bucket(bucket: str) -> str:
-    """Return the bucket name if it follows OBS naming rules, else raise ValueError saying which."""
-    if not 3 <= len(bucket) <= 63:
-        raise ValueError(f"bucket {bucket!r} must be 3 to 63 characters long")
-    if not _BUCKET.fullmatch(bucket):
-        raise ValueError(
-            f"bucket {bucket!r} may hold only lowercase letters, digits, '-' and '.', "
-            "and must start and end with a letter or digit"
-        )
-    if ".." in bucket or ".-" in bucket or "-." in bucket:
-        raise ValueError(f"bucket {bucket!r} must not contain '..', '.-' or '-.'")
-    try:
-        ipaddress.IPv4Address(bucket)
-    except ValueError:
-        return bucket
-    raise ValueError(f"bucket {bucket!r} must not be an IP address")
-
-
-def split_obs_path(path: str) -> tuple[str, str]:
-    """Split `bucket/key/parts` into (bucket, key); DLI returns ZIP paths in this form."""
-    bucket, _, key = path.strip().lstrip("/").partition("/")
-    return bucket, key
-
-
-def check_obs_dir(obs_dir: str) -> str:
-    """Normalise `BUCKET[/PREFIX]` (no scheme, no trailing slash) and validate bucket and prefix."""
-    value = obs_dir.strip()
-    if value.lower().startswith("obs://"):
-        value = value[len("obs://") :]
-    value = value.strip("/")
-    bucket, prefix = split_obs_path(value)
-    check_bucket(bucket)
-    if prefix:
-        if len(prefix.encode()) > 900:
-            raise ValueError("OBS prefix must be at most 900 bytes")
-        if _PREFIX_FORBIDDEN.search(prefix) or "//" in prefix:
-            raise ValueError(f"OBS prefix {prefix!r} must not contain control characters, '\\' or '//'")
-        if any(part in {".", ".."} for part in prefix.split("/")):
-            raise ValueError(f"OBS prefix {prefix!r} must not contain '.' or '..' segments")
-    return f"{bucket}/{prefix}" if prefix else bucket
-
-
-def dedupe_job_ids(job_ids: Iterable[int]) -> tuple[list[int], int]:
-    """Return the IDs in first-seen order without repeats, and how many repeats were dropped."""
-    seen: set[int] = set()
-    unique: list[int] = []
-    total = 0
-    for job_id in job_ids:
-        total += 1
-        if job_id not in seen:
-            seen.add(job_id)
-            unique.append(job_id)
-    return unique, total - len(unique)
-
-
-class ChunkPlan(Sequence[Sequence[int]]):
-    """Consecutive chunks of a sequence of IDs, cut on demand (chunk i always holds the same IDs).
-
-    Slicing lazily means a plan of a million IDs costs no second copy of them.
-    """
-
-    __slots__ = ("_job_ids", "_size")
-
-    def __init__(self, job_ids: Sequence[int], chunk_size: int) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk size must be at least 1")
-        self._job_ids = job_ids
-        self._size = chunk_size
-
-    def __len__(self) -> int:
-        return (len(self._job_ids) + self._size - 1) // self._size
-
-    @overload
-    def __getitem__(self, index: int) -> Sequence[int]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sequence[int]]: ...
-
-    def __getitem__(self, index: int | slice) -> Sequence[int] | Sequence[Sequence[int]]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError("chunk index out of range")
-        start = index * self._size
-        return self._job_ids[start : start + self._size]
-
-
-def plan_chunks(job_ids: Sequence[int], chunk_size: int) -> ChunkPlan:
-    """Cut the IDs into consecutive chunks of `chunk_size` (the last may be shorter)."""
-    return ChunkPlan(job_ids, chunk_size)
-
 
 JobId = Annotated[int, Field(ge=1, le=MAX_JOB_ID)]
 
@@ -223,12 +130,38 @@ class ChunkState(StrEnum):
     def terminal(self) -> bool:
         return self in {ChunkState.VERIFIED, ChunkState.FAILED}
 
+    @property
+    def rank(self) -> int:
+        """Position on the one way a chunk moves: pending 0, exported 1, verified or failed 2."""
+        return _RANK[self]
+
+    def may_move_to(self, new: ChunkState) -> bool:
+        """A chunk only moves forward; an open state may be saved again (a retry's attempt count)."""
+        if self.terminal:
+            return False
+        return new.rank > self.rank or new is self
+
+
+_RANK = {ChunkState.PENDING: 0, ChunkState.EXPORTED: 1, ChunkState.VERIFIED: 2, ChunkState.FAILED: 2}
+
+
+def check_transition(old: ChunkState, new: ChunkState) -> None:
+    """Raise ValueError for a move backwards (or out of a terminal state): that is a bug in the caller."""
+    if not old.may_move_to(new):
+        raise ValueError(f"a chunk never moves from {old.value} to {new.value}")
+
 
 class BatchState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     COMPLETED_WITH_FAILURES = "completed_with_failures"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """Completed, with or without failures, or failed as a whole (its `error` says why)."""
+        return self in {BatchState.COMPLETED, BatchState.COMPLETED_WITH_FAILURES, BatchState.FAILED}
 
 
 class ErrorInfo(BaseModel):
@@ -296,6 +229,57 @@ class ChunkRecord(BaseModel):
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkTally:
+    """What one chunk adds to its batch's totals; both ledgers keep the totals as a sum of these."""
+
+    verified: int = 0
+    failed: int = 0
+    pending: int = 0
+    exported: int = 0
+    chunks_verified: int = 0
+    chunks_failed: int = 0
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "verified",
+        "failed",
+        "pending",
+        "exported",
+        "chunks_verified",
+        "chunks_failed",
+    )
+
+    @classmethod
+    def of(cls, state: ChunkState, job_count: int, segments: Sequence[Segment]) -> ChunkTally:
+        """Job counts follow the segments when the chunk was split, else the chunk's own state (as the
+        report's rows do); chunk counts always follow the chunk's state."""
+        if len(segments) > 1:
+            verified = sum(len(s.job_ids) for s in segments if s.state is ChunkState.VERIFIED)
+            failed = sum(len(s.job_ids) for s in segments if s.state is ChunkState.FAILED)
+        else:
+            verified = job_count if state is ChunkState.VERIFIED else 0
+            failed = job_count if state is ChunkState.FAILED else 0
+        return cls(
+            verified=verified,
+            failed=failed,
+            pending=int(state is ChunkState.PENDING),
+            exported=int(state is ChunkState.EXPORTED),
+            chunks_verified=int(state is ChunkState.VERIFIED),
+            chunks_failed=int(state is ChunkState.FAILED),
+        )
+
+    @classmethod
+    def of_chunk(cls, chunk: ChunkRecord) -> ChunkTally:
+        return cls.of(chunk.state, len(chunk.job_ids), chunk.segments)
+
+    def minus(self, other: ChunkTally) -> ChunkTally:
+        """The change in the batch's totals when a chunk goes from `other` to `self`."""
+        return ChunkTally(*(getattr(self, name) - getattr(other, name) for name in self.FIELDS))
+
+    def values(self) -> tuple[int, ...]:
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+
 class Totals(BaseModel):
     jobs: int = 0
     chunks: int = 0
@@ -321,6 +305,7 @@ class BatchInfo(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    error: ErrorInfo | None = Field(default=None, description="why the whole batch failed (state failed)")
 
 
 class ExportResult(BaseModel):
@@ -349,3 +334,24 @@ class ObjectInfo(BaseModel):
 
     size: int
     etag: str | None = None
+
+
+def request_identity(request: BatchRequest) -> dict[str, Any]:
+    """What makes two submissions of one batch ID the same batch: compared on a repeated submit.
+
+    Explicit IDs are compared by count and a digest, so a million-ID selection costs 64 bytes to keep.
+    """
+    selection: dict[str, Any]
+    if request.select_all:
+        filters = request.filters.model_dump(exclude_none=True) if request.filters else {}
+        selection = {"select_all": True, "filters": filters}
+    else:
+        ids = request.job_ids or []
+        digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+        selection = {"job_ids": len(ids), "job_ids_sha256": digest}
+    return {
+        "project_id": request.project_id,
+        "obs_dir": request.obs_dir,
+        "chunk_size": request.chunk_size,
+        **selection,
+    }

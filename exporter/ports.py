@@ -1,4 +1,4 @@
-"""The seams of the exporter: the only things `pipeline.py` and `worker.py` know about I/O.
+"""The seams of the exporter: the only things the pipeline stages and the worker know about I/O.
 
 Each Protocol has one real implementation per backend (SQLite, Redis, aiohttp, aioboto3) and in-memory
 fakes in the unit tests.
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from exporter.models import (
     BatchInfo,
+    BatchRequest,
     BatchState,
     ChunkRecord,
+    ErrorInfo,
     ExportResult,
     JobSummary,
     ListFilters,
@@ -22,13 +25,18 @@ from exporter.models import (
 
 __all__ = [
     "BatchQueue",
+    "BatchResult",
+    "BatchRunner",
     "Claim",
     "Clock",
     "DeadLetter",
     "DliApi",
     "Ledger",
     "ObjectStore",
+    "PutResult",
     "RateLimiter",
+    "ReportFile",
+    "ReportWriter",
 ]
 
 
@@ -62,15 +70,24 @@ class DeadLetter:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """The answer to `put`: accepted now, or accepted before under `identity` (what that put carried)."""
+
+    accepted: bool
+    identity: str | None = None
+
+
 class BatchQueue(Protocol):
     """Durable queue of batch messages with leases (at-least-once delivery)."""
 
-    async def put(self, batch_id: str, body: str) -> bool:
-        """Enqueue; False (and nothing enqueued) when a message for `batch_id` was accepted before."""
-        ...
+    async def put(self, batch_id: str, body: str, identity: str = "") -> PutResult:
+        """Enqueue, remembering `identity` (what makes the batch this batch) with the batch ID.
 
-    async def put_raw(self, body: str) -> str:
-        """Enqueue a body as it is, without the batch-id check (older producers, tests); returns its ID."""
+        When a message for `batch_id` was accepted before, nothing is enqueued and the result carries the
+        identity recorded then (empty for records older than identities), so the caller can tell a
+        harmless repeat from a reused ID with other content.
+        """
         ...
 
     async def claim(self, consumer: str, lease_seconds: float) -> Claim | None:
@@ -85,8 +102,13 @@ class BatchQueue(Protocol):
         """Done: remove the message for good."""
         ...
 
-    async def nack(self, claim: Claim, delay_seconds: float) -> None:
-        """Hand the message back, visible again after `delay_seconds`."""
+    async def nack(self, claim: Claim, delay_seconds: float, *, handback: bool = True) -> None:
+        """Hand the message back, visible again after `delay_seconds`.
+
+        `handback=True` is a deliberate deferral (DLI outage, chunks owned elsewhere) and is counted in
+        `Claim.handbacks`; `handback=False` is a failed attempt (a bug), which counts toward
+        `unfinished_deliveries` like a crash does, so a message that always fails is parked in the end.
+        """
         ...
 
     async def dead_letter(self, claim: Claim, reason: str) -> None:
@@ -121,12 +143,12 @@ class Ledger(Protocol):
         """The batch with up-to-date totals, or None."""
         ...
 
-    async def open_chunks(self, batch_id: str) -> list[ChunkRecord]:
-        """Chunks not yet terminal (pending or exported), in index order."""
-        ...
-
-    async def save_chunk(self, chunk: ChunkRecord) -> None:
-        """Persist a chunk's state, segments, attempts and error durably before returning."""
+    async def save_chunk(self, chunk: ChunkRecord, expected: ChunkRecord) -> bool:
+        """Compare-and-set: persist `chunk` (state, segments, attempts, error) durably, only if the stored
+        chunk still has `expected`'s state and attempts; False, with nothing changed, when another writer
+        moved it meanwhile (a stale owner's late save). `NotFound` when there is no such chunk;
+        ValueError when `chunk.state` would move backwards from `expected.state`.
+        """
         ...
 
     async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
@@ -137,12 +159,14 @@ class Ledger(Protocol):
         """Every chunk of a batch in index order, streamed (a batch may hold a million IDs)."""
         ...
 
-    async def set_batch_state(self, batch_id: str, state: BatchState) -> None:
-        """Mark the batch running / completed / completed_with_failures."""
+    async def set_batch_state(self, batch_id: str, state: BatchState, error: ErrorInfo | None = None) -> None:
+        """Mark the batch running / completed / completed_with_failures / failed (with `error`, kept in
+        `BatchInfo.error`); finished states stamp `finished_at`. `NotFound` for an unknown batch."""
         ...
 
     async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
-        """Own a chunk for `ttl_seconds` so no other replica exports it at the same time."""
+        """Own a chunk for `ttl_seconds` so no other replica works it at the same time; the owner claims
+        again to renew."""
         ...
 
     async def release_chunk(self, batch_id: str, index: int, owner: str) -> None:
@@ -202,3 +226,50 @@ class Clock(Protocol):
     def time(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFile:
+    """One file of a written report: where it is and how to upload it."""
+
+    path: Path
+    content_type: str
+
+
+class ReportWriter(Protocol):
+    """Writes a finished batch's report files (JSON report, JSON Lines manifest) locally."""
+
+    async def write(self, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> list[ReportFile]:
+        """Write every file atomically; OSError when the report directory cannot be written."""
+        ...
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one pass over a batch achieved: finished (ack) or to be retried later (nack with delay)."""
+
+    batch_id: str
+    done: bool
+    info: BatchInfo | None = None
+    retry_after: float | None = None
+    reason: str = ""
+
+
+class BatchRunner(Protocol):
+    """What the worker needs of the pipeline."""
+
+    async def run_batch(self, request: BatchRequest) -> BatchResult:
+        """Plan (once), work every open chunk, finish the batch when nothing is left open."""
+        ...
+
+    async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
+        """End the batch for good with `error` (a permanent refusal): ledger state failed, report written."""
+        ...
+
+    async def assist(self, info: BatchInfo) -> int:
+        """Work open chunks of another replica's batch; return how many were worked."""
+        ...
+
+    async def running_batches(self) -> list[BatchInfo]:
+        """Batches some replica is working on (candidates for `assist`)."""
+        ...

@@ -28,7 +28,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import structlog
 
-from exporter.errors import ConfigError, StoreUnavailable
+from exporter.adapters.sqlite_schema import SCHEMA_VERSION, migrate
+from exporter.errors import StoreUnavailable
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteDatabase", "Stats", "unavailable"]
 
@@ -37,80 +38,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT: Final = 10.0  # seconds to wait for another process holding the write lock
 MAX_GROUP: Final = 1_000  # operations per transaction; bounds how long one commit keeps callers waiting
-
-# Version 1. Times are seconds since the epoch from the injected Clock. `visible_at` alone decides
-# whether a message can be claimed: enqueue time when new, `now + delay` after a nack, `now + lease`
-# while claimed (so an expired lease simply makes the message visible again).
-_SCHEMA_V1: Final = """
-CREATE TABLE messages (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id    TEXT,
-    body        TEXT NOT NULL,
-    enqueued_at REAL NOT NULL,
-    visible_at  REAL NOT NULL,
-    deliveries  INTEGER NOT NULL DEFAULT 0,
-    handbacks   INTEGER NOT NULL DEFAULT 0,
-    consumer    TEXT
-);
-CREATE INDEX messages_visible ON messages (visible_at, id);
-CREATE TABLE accepted_batches (
-    batch_id    TEXT PRIMARY KEY,
-    accepted_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE dead_letters (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id   TEXT,
-    body       TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    deliveries INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE batches (
-    batch_id           TEXT PRIMARY KEY,
-    project_id         TEXT NOT NULL,
-    obs_dir            TEXT NOT NULL,
-    campaign           TEXT,
-    chunk_size         INTEGER NOT NULL,
-    state              TEXT NOT NULL,
-    duplicates_dropped INTEGER NOT NULL,
-    created_at         REAL NOT NULL,
-    updated_at         REAL NOT NULL,
-    finished_at        REAL,
-    jobs               INTEGER NOT NULL,
-    chunks             INTEGER NOT NULL,
-    verified           INTEGER NOT NULL DEFAULT 0,
-    failed             INTEGER NOT NULL DEFAULT 0,
-    pending            INTEGER NOT NULL,
-    exported           INTEGER NOT NULL DEFAULT 0,
-    chunks_verified    INTEGER NOT NULL DEFAULT 0,
-    chunks_failed      INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX batches_recent ON batches (created_at);
-CREATE TABLE chunks (
-    batch_id      TEXT NOT NULL,
-    idx           INTEGER NOT NULL,
-    job_ids       TEXT NOT NULL,
-    state         TEXT NOT NULL,
-    segments      TEXT NOT NULL DEFAULT '[]',
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    error         TEXT,
-    verified_jobs INTEGER NOT NULL DEFAULT 0,
-    failed_jobs   INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (batch_id, idx)
-);
-CREATE INDEX chunks_open ON chunks (batch_id, idx) WHERE state IN ('pending', 'exported');
-CREATE TABLE chunk_leases (
-    batch_id   TEXT NOT NULL,
-    idx        INTEGER NOT NULL,
-    owner      TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (batch_id, idx)
-) WITHOUT ROWID;
-"""
-_MIGRATIONS: Final = {1: _SCHEMA_V1}  # version -> script that brings version-1 up to it
 
 
 class _Stop:
@@ -359,34 +288,7 @@ def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> int:
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a process crash
-    return _migrate(conn)
-
-
-def _migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION in one IMMEDIATE transaction (safe with two processes racing)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        _check_known(version)
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return SCHEMA_VERSION
-
-
-def _check_known(version: int) -> None:
-    """Refuse a file written by a newer exporter rather than misread it."""
-    if version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"the SQLite file has schema version {version}; this exporter knows up to {SCHEMA_VERSION}"
-        )
+    return migrate(conn)
 
 
 def _transaction(conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
