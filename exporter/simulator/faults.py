@@ -6,28 +6,32 @@ successful export rolls once more for the *fate of its ZIP* (written now, late o
 seed the same request sequence meets the same faults, which keeps campaigns and benchmarks repeatable.
 
 The throttling window lives here too: it decides 429s from explicit timestamps, so it is as easy to
-reason about as the dice.
+reason about as the dice. So do the fixed errors (`list_error`, `export_error`): no dice at all, every
+call of that API answers the same permanent error, e.g. `403:DLI.0003` (no IAM permission).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections import deque
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "FaultKind",
     "FaultKnobs",
+    "FixedError",
     "SlidingWindow",
     "ZipFate",
     "decide_fault",
     "decide_zip_fate",
     "latency_seconds",
     "merge_knobs",
+    "parse_fixed_error",
     "retry_after_header",
 ]
 
@@ -52,6 +56,39 @@ class ZipFate(StrEnum):
     NEVER = "never"
 
 
+class FixedError(NamedTuple):
+    """A permanent error that an API answers on every call, from a knob such as `403:DLI.0003`."""
+
+    status: int
+    code: str
+    message: str
+
+
+_FIXED_ERROR = re.compile(r"([45]\d\d):([A-Za-z][A-Za-z0-9_.-]*)(?::(.*))?", re.DOTALL)
+# Messages for the codes of error_codes.rst a test is likely to pin; DLI.0003 is what DLI answers a
+# user whose IAM policies do not allow the operation.
+_FIXED_MESSAGES = {
+    "DLI.0001": "Parameter check errors occur.",
+    "DLI.0002": "The object does not exist.",
+    "DLI.0003": "Permission denied: the user has no permission for this DLI operation (check IAM policies).",
+    "DLI.0007": "The operation is not supported.",
+    "DLI.0013": "User authentication errors occur.",
+    "DLI.0999": "Server-side errors occur.",
+}
+
+
+def parse_fixed_error(spec: str) -> FixedError:
+    """`STATUS:CODE[:MESSAGE]` with a 4xx/5xx status (`403:DLI.0003`); ValueError when it is not one."""
+    match = _FIXED_ERROR.fullmatch(spec.strip())
+    if match is None:
+        raise ValueError(
+            f"must be STATUS:CODE[:MESSAGE] with a 4xx or 5xx status, e.g. 403:DLI.0003; got {spec!r}"
+        )
+    status, code, message = match.groups()
+    default = _FIXED_MESSAGES.get(code, f"The request failed with {code}.")
+    return FixedError(int(status), code, (message or "").strip() or default)
+
+
 class FaultKnobs(BaseModel):
     """The knobs that may change while the simulator runs (`POST /_sim/faults`), validated as a whole."""
 
@@ -73,6 +110,21 @@ class FaultKnobs(BaseModel):
     late_seconds: float = Field(default=5.0, ge=0, le=86_400)
     p_never: float = Field(default=0.0, ge=0, le=1)
     is_success_as_string: bool = False
+    list_error: str | None = Field(
+        default=None, description="STATUS:CODE[:MESSAGE] every listing answers, e.g. 403:DLI.0003; None = off"
+    )
+    export_error: str | None = Field(
+        default=None, description="STATUS:CODE[:MESSAGE] every export answers; None = off"
+    )
+
+    @field_validator("list_error", "export_error")
+    @classmethod
+    def _fixed_error(cls, value: str | None) -> str | None:
+        """An empty string turns the knob off too (handy in environment variables)."""
+        if value is None or not value.strip():
+            return None
+        parse_fixed_error(value)
+        return value.strip()
 
     @model_validator(mode="after")
     def _probabilities_fit(self) -> FaultKnobs:
@@ -97,6 +149,16 @@ class FaultKnobs(BaseModel):
             (FaultKind.NOT_SUCCESS, self.p_not_success),
             (FaultKind.TIMEOUT, self.p_timeout),
         )
+
+    @property
+    def list_failure(self) -> FixedError | None:
+        """The error every listing answers, or None when `list_error` is off."""
+        return parse_fixed_error(self.list_error) if self.list_error else None
+
+    @property
+    def export_failure(self) -> FixedError | None:
+        """The error every export answers, or None when `export_error` is off."""
+        return parse_fixed_error(self.export_error) if self.export_error else None
 
     @property
     def window_capacity(self) -> int:

@@ -83,6 +83,8 @@ class SimulatorSettings(BaseSettings):
     sim_late_seconds: float = 5.0
     sim_p_never: float = 0.0
     sim_is_success_as_string: bool = False
+    sim_list_error: str | None = Field(default=None, description="e.g. 403:DLI.0003: every listing fails so")
+    sim_export_error: str | None = Field(default=None, description="likewise for every export")
 
     @field_validator("project_id")
     @classmethod

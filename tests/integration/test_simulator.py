@@ -548,6 +548,47 @@ async def test_is_success_as_string(sim: SimulatorHandle, http: aiohttp.ClientSe
     assert json.loads(raw)["is_success"] == "true"
 
 
+async def test_list_error_fails_every_listing_with_a_fixed_error(
+    sim: SimulatorHandle, http: aiohttp.ClientSession
+) -> None:
+    """list_error=403:DLI.0003 (set by POST /_sim/faults) fails every signed listing; exports still work."""
+    async with http.post(f"{sim.url}/_sim/faults", json={"sim_list_error": "403:DLI.0003"}) as response:
+        assert (await response.json())["list_error"] == "403:DLI.0003"
+    for _ in range(2):
+        status, headers, raw = await call(http, sim, "GET", LIST_PATH, query=[("limit", "5")])
+        answer = json.loads(raw)
+        assert status == 403
+        assert headers["Content-Type"].startswith("application/json")
+        assert (answer["is_success"], answer["error_code"]) == ("false", "DLI.0003")
+        assert "permission" in answer["error_msg"]
+    status, _, _ = await call(http, sim, "POST", EXPORT_PATH, body=export_body(1))
+    assert status == 200
+    assert sim.stats()["faults"] == {"list_error": 2}
+
+    async with http.post(f"{sim.url}/_sim/faults", json={"list_error": "DLI.0003"}) as response:
+        assert response.status == 400
+        assert "list_error" in (await response.json())["error"]
+    sim.set_faults(list_error="")  # off again
+    status, _, _ = await call(http, sim, "GET", LIST_PATH)
+    assert status == 200
+
+
+async def test_export_error_comes_after_authentication_and_writes_nothing(
+    sim: SimulatorHandle, http: aiohttp.ClientSession
+) -> None:
+    """export_error answers its status, code and message to signed exports; unsigned ones still get 401."""
+    sim.set_faults(export_error="400:DLI.0003:No permission to export jobs.")
+    status, _, raw = await call(http, sim, "POST", EXPORT_PATH, body=export_body(1))
+    assert (status, json.loads(raw)) == (
+        400,
+        {"is_success": False, "error_code": "DLI.0003", "error_msg": "No permission to export jobs."},
+    )
+    status, _, raw = await call(http, sim, "POST", EXPORT_PATH, body=export_body(1), credentials=None)
+    assert (status, json.loads(raw)["error_code"]) == (401, "DLI.0013")
+    assert sim.stats()["faults"] == {"export_error": 1}
+    assert sim.stats()["zips_written"] == 0
+
+
 async def test_latency_delays_answers(sim: SimulatorHandle, http: aiohttp.ClientSession) -> None:
     """latency_ms holds every answer at least that long."""
     sim.set_faults(latency_ms=200)

@@ -1,0 +1,45 @@
+"""The control endpoints under `/_sim/`: read or change the fault knobs, read or zero the counters.
+
+`GET|POST /_sim/faults` (read or change knobs), `GET /_sim/stats` (counters, see `SimStats.snapshot` and
+`SimulatorState.snapshot`) and `POST /_sim/reset` (zero the counters and the throttle window, reseed the
+dice). They need no authentication and are neither throttled nor faulted.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from exporter.simulator.answers import json_response
+from exporter.simulator.state import STATE
+
+__all__ = ["get_faults", "get_stats", "post_faults", "post_reset"]
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return json_response(200, request.app[STATE].knobs.model_dump())
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    """Change fault knobs: a JSON object of knob -> value (`p_500` or `sim_p_500`)."""
+    try:
+        changes = json.loads(await request.read())
+    except ValueError:
+        changes = None
+    if not isinstance(changes, dict):
+        return json_response(400, {"error": "send a JSON object of knob -> value"})
+    try:
+        knobs = request.app[STATE].set_faults(changes)
+    except ValueError as error:
+        return json_response(400, {"error": str(error)})
+    return json_response(200, knobs.model_dump())
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return json_response(200, request.app[STATE].snapshot())
+
+
+async def post_reset(request: web.Request) -> web.Response:
+    request.app[STATE].reset()
+    return json_response(200, {"reset": True})
