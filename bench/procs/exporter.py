@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from exporter import app
+from exporter.adapters.s3 import S3Options
 from exporter.cli import main as exporter_main
 from exporter.models import ObjectInfo
-from exporter.settings import Settings
 
 INSTANT_VERIFY_FLAG = "--instant-verify"
 PEAK_RSS_EVENT = "bench.peak_rss"
@@ -45,7 +45,7 @@ class InstantObjectStore:
 
 
 @asynccontextmanager
-async def open_instant_object_store(settings: Settings) -> AsyncIterator[InstantObjectStore]:
+async def open_instant_object_store(options: S3Options) -> AsyncIterator[InstantObjectStore]:
     yield InstantObjectStore()
 
 

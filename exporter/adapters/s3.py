@@ -9,19 +9,52 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import SecretStr
 
 from exporter.errors import Permanent, Transient
 from exporter.models import ObjectInfo
-from exporter.settings import Settings
 
-__all__ = ["S3ObjectStore", "open_object_store"]
+__all__ = ["S3ObjectStore", "S3Options", "open_object_store"]
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+@dataclass(frozen=True, slots=True)
+class S3Options:
+    """What the S3 client is built from (`exporter.wiring.s3_options` reads them from settings).
+
+    Without an endpoint botocore picks AWS's own. The keys are sent only when both are set (otherwise
+    botocore's usual credential chain applies); `session_token` goes with them for temporary keys. The keys
+    are `SecretStr`, so they never show in `repr`. `ca_bundle`, when set, is what certificates are checked
+    against, even with `tls_verify` off. `pool_size` caps the open connections; timeouts are in seconds.
+    """
+
+    region: str
+    endpoint: str | None = None
+    addressing_style: Literal["virtual", "path", "auto"] = "virtual"
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    pool_size: int = 36
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.region:
+            raise ValueError("region must not be empty")
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("connect_timeout and read_timeout must be positive")
 
 
 def _translate(error: ClientError | BotoCoreError, what: str) -> Exception:
@@ -82,34 +115,32 @@ class S3ObjectStore:
             raise _translate(error, "PUT") from None
 
 
-def _client_kwargs(settings: Settings) -> dict[str, Any]:
-    access_key = settings.obs_ak or settings.ak
-    secret_key = settings.obs_sk or settings.sk
-    verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.tls_verify
+def _client_kwargs(options: S3Options) -> dict[str, Any]:
+    verify: bool | str = str(options.ca_bundle) if options.ca_bundle else options.tls_verify
     kwargs: dict[str, Any] = {
-        "region_name": settings.obs_region,
+        "region_name": options.region,
         "verify": verify,
         "config": Config(
-            s3={"addressing_style": settings.obs_addressing_style},
-            max_pool_connections=settings.verify_concurrency + 4,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
+            s3={"addressing_style": options.addressing_style},
+            max_pool_connections=options.pool_size,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
             retries={"max_attempts": 2, "mode": "standard"},
         ),
     }
-    if settings.obs_endpoint:
-        kwargs["endpoint_url"] = settings.obs_endpoint
-    if access_key and secret_key:
-        kwargs["aws_access_key_id"] = access_key.get_secret_value()
-        kwargs["aws_secret_access_key"] = secret_key.get_secret_value()
-        if settings.security_token and not settings.obs_ak:
-            kwargs["aws_session_token"] = settings.security_token.get_secret_value()
+    if options.endpoint:
+        kwargs["endpoint_url"] = options.endpoint
+    if options.access_key and options.secret_key:
+        kwargs["aws_access_key_id"] = options.access_key.get_secret_value()
+        kwargs["aws_secret_access_key"] = options.secret_key.get_secret_value()
+        if options.session_token:
+            kwargs["aws_session_token"] = options.session_token.get_secret_value()
     return kwargs
 
 
 @asynccontextmanager
-async def open_object_store(settings: Settings) -> AsyncIterator[S3ObjectStore]:
+async def open_object_store(options: S3Options) -> AsyncIterator[S3ObjectStore]:
     """One S3 client for the process lifetime, closed on exit."""
     session = aioboto3.Session()
-    async with session.client("s3", **_client_kwargs(settings)) as client:
+    async with session.client("s3", **_client_kwargs(options)) as client:
         yield S3ObjectStore(client)

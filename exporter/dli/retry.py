@@ -20,7 +20,6 @@ from tenacity.wait import wait_random_exponential
 from exporter import metrics
 from exporter.errors import Transient
 from exporter.ports import Clock
-from exporter.settings import Settings
 
 __all__ = ["RetryPolicy"]
 
@@ -29,7 +28,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently a DLI request is retried; `deadline` bounds the whole call in seconds."""
+    """How often and how patiently a DLI request is retried; `deadline` bounds the whole call in seconds.
+
+    These are the client's own options: `exporter.wiring.retry_policy` builds one from the settings.
+    """
 
     max_attempts: int = 8
     initial_backoff: float = 0.5
@@ -41,15 +43,6 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.initial_backoff <= 0 or self.max_backoff <= 0 or self.deadline <= 0:
             raise ValueError("initial_backoff, max_backoff and deadline must be positive")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.retry_max_attempts,
-            initial_backoff=settings.retry_initial_backoff,
-            max_backoff=settings.retry_max_backoff,
-            deadline=settings.retry_deadline,
-        )
 
     def retrying(self, clock: Clock, operation: str, started_at: float | None = None) -> AsyncRetrying:
         """A fresh tenacity controller for one call; its deadline runs from `started_at` (default: now)."""

@@ -29,6 +29,7 @@ from exporter.errors import StoreUnavailable, Transient
 from exporter.models import ObjectInfo
 from exporter.settings import Settings
 from exporter.simulator import SimulatorSettings, running_simulator
+from exporter.wiring import s3_options, session_options
 
 BUCKET = "tls-checks"
 KEY = "exports/probe.zip"
@@ -76,7 +77,7 @@ def exporter_settings(**values: Any) -> Settings:
 
 async def export_once(settings: Settings, endpoint: str) -> list[str]:
     """One export call with the daemon's own session (TLS policy included) and no retries."""
-    async with create_session(settings) as session:
+    async with create_session(session_options(settings)) as session:
         client = DliClient(
             session,
             endpoint,
@@ -89,7 +90,7 @@ async def export_once(settings: Settings, endpoint: str) -> list[str]:
 
 
 async def head_once(settings: Settings) -> ObjectInfo | None:
-    async with open_object_store(settings) as store:
+    async with open_object_store(s3_options(settings)) as store:
         return await store.head(BUCKET, KEY)
 
 

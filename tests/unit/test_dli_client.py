@@ -24,13 +24,13 @@ from support import TEST_AK, TEST_PROJECT, TEST_SK
 from exporter import metrics
 from exporter.adapters.limiter import LocalRateLimiter
 from exporter.dli.client import DliClient
+from exporter.dli.listing import REMEMBERED_PAGES, ListingProgress
 from exporter.dli.responses import NOT_SUCCESS_CODE as NOT_SUCCESS
 from exporter.dli.retry import RetryPolicy
-from exporter.dli.session import create_session, ssl_context
+from exporter.dli.session import SessionOptions, create_session, ssl_context
 from exporter.dli.signer import Credentials, canonical_query_string, sdk_date, verify_request
 from exporter.errors import AuthError, DliError, Permanent, Transient
-from exporter.models import ListFilters
-from exporter.settings import Settings
+from exporter.models import JobSummary, ListFilters
 
 ENDPOINT = "http://127.0.0.1:18765"
 HOST = "127.0.0.1:18765"
@@ -176,16 +176,6 @@ async def test_export_sends_compact_body_signed_over_the_exact_bytes(
     ak = verify_request("POST", HOST, EXPORT_PATH, [], headers, body, {TEST_AK: TEST_SK}.get, now=now)
     assert ak == TEST_AK
     assert call.kwargs["allow_redirects"] is False
-
-
-async def test_export_all_sends_is_selected_false(
-    session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
-) -> None:
-    """export_all asks DLI for every job of the project: `is_selected` false and no job list."""
-    mocked.post(EXPORT_URL, payload=OK)
-    result = await make_client(session, limiter, clock).export_all(TEST_PROJECT, "dli-exports")
-    assert result.is_success
-    assert calls(mocked)[0].kwargs["data"] == b'{"obs_dir":"dli-exports","is_selected":false}'
 
 
 async def test_x_project_id_follows_the_project_of_the_call(
@@ -713,6 +703,80 @@ async def test_listing_retries_a_failed_page_and_sends_filters(
     assert first_call.kwargs["data"] is None
 
 
+async def test_listing_never_yields_a_job_twice_when_jobs_keep_arriving(
+    session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
+) -> None:
+    """A job created in front after every page shifts one seen job onto each next page, over 100 pages:
+    each old job is yielded once, in order, and paging goes on past the original end."""
+    created = iter(range(10_000, 20_000))
+
+    def insert_one(server: ListingServer) -> None:
+        server.job_ids.insert(0, next(created))
+
+    server = ListingServer(list(range(300, 0, -1)), insert_one)
+    mocked.get(LIST_PATTERN, callback=server, repeat=True)
+    client = make_client(session, limiter, clock, page_size=3)
+
+    jobs = [job.job_id async for job in client.list_jobs(TEST_PROJECT)]
+
+    assert jobs == list(range(300, 0, -1))
+    assert server.offsets == list(range(0, 448, 3))  # each page repeats one job: 150 pages, not 100
+
+
+async def test_listing_filters_a_job_shifted_by_more_than_a_page(
+    session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
+) -> None:
+    """Five jobs created at once after page two (of three jobs each) bring back jobs of pages one and two:
+    none of them is yielded again."""
+
+    def insert_five_after_second_page(server: ListingServer) -> None:
+        if len(server.offsets) == 2:
+            server.job_ids[:0] = [105, 104, 103, 102, 101]
+
+    server = ListingServer(list(range(1, 11)), insert_five_after_second_page)
+    mocked.get(LIST_PATTERN, callback=server, repeat=True)
+    client = make_client(session, limiter, clock, page_size=3)
+
+    jobs = [job.job_id async for job in client.list_jobs(TEST_PROJECT)]
+
+    assert jobs == list(range(1, 11))
+    assert server.offsets == [0, 3, 6, 9, 12, 15]  # page three was [2, 3, 4]: from two pages back and one
+
+
+def summaries(job_ids: range | list[int]) -> list[JobSummary]:
+    return [JobSummary(job_id=job_id) for job_id in job_ids]
+
+
+def test_listing_memory_stays_at_two_pages_however_many_pages() -> None:
+    """Over 1,000 full pages of 100, each repeating the previous page's last job (one job created in front
+    per page), the listing holds at most two pages of IDs and never yields a job twice."""
+    progress = ListingProgress()
+    page_size = 100
+    fresh = iter(range(1, 200_000))
+    last: list[int] = []
+    yielded = 0
+    for _ in range(1_000):
+        new_ids = [next(fresh) for _ in range(page_size - len(last))]
+        new = progress.take_new(summaries([*last, *new_ids]))
+        assert [job.job_id for job in new] == new_ids
+        assert progress.remembered <= REMEMBERED_PAGES * page_size
+        progress.advance(page_size, len(new), None)
+        yielded += len(new)
+        last = new_ids[-1:]
+    assert REMEMBERED_PAGES == 2
+    assert yielded == 1_000 * (page_size - 1) + 1
+    assert progress.offset == 1_000 * page_size
+
+
+def test_listing_forgets_pages_older_than_the_window() -> None:
+    """Only the last two pages are remembered: a job from three pages back counts as new again."""
+    progress = ListingProgress()
+    for page in ([1, 2], [3, 4], [5, 6]):
+        assert [job.job_id for job in progress.take_new(summaries(page))] == page
+    assert [job.job_id for job in progress.take_new(summaries([4, 5, 1, 7, 7]))] == [1, 7]
+    assert progress.remembered == 6  # pages [5, 6] and [4, 5, 1, 7]
+
+
 # --- refusals and set-up ----------------------------------------------------------------------------------
 
 
@@ -742,20 +806,20 @@ async def test_repr_shows_no_credentials(
     assert TEST_SK not in text
 
 
-def test_retry_policy_comes_from_settings() -> None:
-    """RetryPolicy.from_settings maps the four EXPORTER_RETRY_* settings."""
-    settings = Settings(
-        retry_max_attempts=4, retry_initial_backoff=0.2, retry_max_backoff=9, retry_deadline=60
-    )
-    assert RetryPolicy.from_settings(settings) == RetryPolicy(4, 0.2, 9.0, 60.0)
+def test_options_refuse_values_that_can_never_work() -> None:
+    """A retry policy without attempts, or a session without connections or time, fails at once."""
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="pool_size"):
+        SessionOptions(pool_size=0)
+    with pytest.raises(ValueError, match="read_timeout"):
+        SessionOptions(read_timeout=0)
 
 
-async def test_session_uses_pool_size_and_timeouts_from_settings() -> None:
+async def test_session_uses_pool_size_and_timeouts_from_its_options() -> None:
     """The shared session caps connections at pool_size and bounds connect and read times, not the total."""
-    settings = Settings(pool_size=7, connect_timeout=3, read_timeout=9, tls_verify=False)
-    async with create_session(settings) as dli_session:
+    options = SessionOptions(pool_size=7, connect_timeout=3, read_timeout=9, tls_verify=False)
+    async with create_session(options) as dli_session:
         assert isinstance(dli_session.connector, aiohttp.TCPConnector)
         assert dli_session.connector.limit == 7
         assert dli_session.timeout.connect == 3
@@ -763,14 +827,14 @@ async def test_session_uses_pool_size_and_timeouts_from_settings() -> None:
         assert dli_session.timeout.total is None
 
 
-def test_tls_policy_follows_settings(tmp_path: Path) -> None:
+def test_tls_policy_follows_the_options(tmp_path: Path) -> None:
     """tls_verify=false disables verification; otherwise certificates are required, from ca_bundle if set."""
-    assert ssl_context(Settings(tls_verify=False)) is False
-    default = ssl_context(Settings())
+    assert ssl_context(SessionOptions(tls_verify=False)) is False
+    default = ssl_context(SessionOptions())
     assert isinstance(default, ssl.SSLContext)
     assert default.verify_mode == ssl.CERT_REQUIRED
     assert default.check_hostname
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not a certificate\n")
-    with pytest.raises(ssl.SSLError):  # proves the bundle named in settings is the one loaded
-        ssl_context(Settings(ca_bundle=bundle))
+    with pytest.raises(ssl.SSLError):  # proves the bundle named in the options is the one loaded
+        ssl_context(SessionOptions(ca_bundle=bundle))

@@ -1,0 +1,58 @@
+"""Part of the composition root: turns the settings into each adapter's own options.
+
+Adapters never see `Settings`: each one takes a small frozen dataclass that holds only what it uses,
+so it can be built and tested without the whole configuration. What one setting means for several adapters
+(a single CA bundle, the DLI keys doubling as OBS keys) is decided here, once.
+"""
+
+from __future__ import annotations
+
+from exporter.adapters.s3 import S3Options
+from exporter.dli.retry import RetryPolicy
+from exporter.dli.session import SessionOptions
+from exporter.settings import Settings
+
+__all__ = ["retry_policy", "s3_options", "session_options"]
+
+# Connections the S3 client keeps beyond one per verify task, for report and manifest uploads.
+_S3_SPARE_CONNECTIONS = 4
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The four EXPORTER_RETRY_* settings."""
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        initial_backoff=settings.retry_initial_backoff,
+        max_backoff=settings.retry_max_backoff,
+        deadline=settings.retry_deadline,
+    )
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    """Pool size, timeouts and TLS policy of the shared DLI session."""
+    return SessionOptions(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        pool_size=settings.pool_size,
+        tls_verify=settings.tls_verify,
+        ca_bundle=settings.ca_bundle,
+    )
+
+
+def s3_options(settings: Settings) -> S3Options:
+    """The OBS client: its own keys if set, else the DLI keys (with their security token, which belongs to
+    the DLI AK and so is not sent with OBS keys of their own)."""
+    own_keys = bool(settings.obs_ak)  # an empty EXPORTER_OBS_AK counts as unset, as below
+    return S3Options(
+        region=settings.obs_region,
+        endpoint=settings.obs_endpoint,
+        addressing_style=settings.obs_addressing_style,
+        access_key=settings.obs_ak or settings.ak,
+        secret_key=settings.obs_sk or settings.sk,
+        session_token=None if own_keys else settings.security_token,
+        tls_verify=settings.tls_verify,
+        ca_bundle=settings.ca_bundle,
+        pool_size=settings.verify_concurrency + _S3_SPARE_CONNECTIONS,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
