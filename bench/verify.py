@@ -92,7 +92,14 @@ async def _ledger_of_exported_chunks(stack: Stack) -> None:
     )
     async with open_stores(settings) as stores:
         await stores.ledger.create_batch(info, [[index + 1] for index in range(ZIPS)])
-        await asyncio.gather(*(stores.ledger.save_chunk(_exported_chunk(index)) for index in range(ZIPS)))
+        await asyncio.gather(
+            *(
+                stores.ledger.save_chunk(
+                    _exported_chunk(index), ChunkRecord(batch_id=BATCH, index=index, job_ids=[index + 1])
+                )
+                for index in range(ZIPS)
+            )
+        )
     await submit(settings, BATCH, range(1, ZIPS + 1), chunk_size=1)
 
 

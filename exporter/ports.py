@@ -146,7 +146,8 @@ class Ledger(Protocol):
     async def save_chunk(self, chunk: ChunkRecord, expected: ChunkRecord) -> bool:
         """Compare-and-set: persist `chunk` (state, segments, attempts, error) durably, only if the stored
         chunk still has `expected`'s state and attempts; False, with nothing changed, when another writer
-        moved it meanwhile (a stale owner's late save). `NotFound` when there is no such chunk;
+        moved it meanwhile (a stale owner's late save). Saving what is stored already is a success (a retried
+        call whose first answer was lost). `NotFound` when there is no such chunk;
         ValueError when `chunk.state` would move backwards from `expected.state`.
         """
         ...

@@ -2,12 +2,18 @@
 
 Totals follow the report's rows: job counts come from the segments when a chunk was split, else from
 the chunk's state; chunk counts (pending, exported, chunks_verified, chunks_failed) follow chunk states.
+Saves are compare-and-set: each names the chunk it expects to find (state and attempts), so a stale owner's
+late save is refused instead of undoing another replica's progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
+import pytest
+
+from exporter.errors import NotFound
 from exporter.models import (
     BatchInfo,
     BatchState,
@@ -22,6 +28,12 @@ from exporter.models import (
 
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not importable at run time
     from tests.contract.conftest import Contract
+
+
+@pytest.fixture
+def backend(ledger_backend: Contract) -> Contract:
+    """Here `backend` also covers FakeLedger, so the unit tests' fake keeps the same contract."""
+    return ledger_backend
 
 
 def _info(batch_id: str, created_at: float, chunk_size: int = 3) -> BatchInfo:
@@ -59,6 +71,12 @@ async def _all_chunks(contract: Contract, batch_id: str) -> list[ChunkRecord]:
     return [chunk async for chunk in contract.ledger.chunks(batch_id)]
 
 
+async def _chunk(contract: Contract, batch_id: str, index: int) -> ChunkRecord:
+    chunk = await contract.ledger.get_chunk(batch_id, index)
+    assert chunk is not None
+    return chunk
+
+
 async def _batch(contract: Contract, batch_id: str) -> BatchInfo:
     batch = await contract.ledger.get_batch(batch_id)
     assert batch is not None
@@ -86,14 +104,14 @@ async def test_create_batch_twice_changes_nothing(backend: Contract) -> None:
 
 
 async def test_unknown_batch_reads_as_absent_and_empty(backend: Contract) -> None:
-    """get_batch, open_chunks and chunks() of an unknown batch give None and nothing."""
+    """get_batch, get_chunk and chunks() of an unknown batch give None and nothing."""
     assert await backend.ledger.get_batch("nope") is None
-    assert await backend.ledger.open_chunks("nope") == []
+    assert await backend.ledger.get_chunk("nope", 0) is None
     assert await _all_chunks(backend, "nope") == []
 
 
 async def test_save_chunk_round_trips_segments_attempts_and_error(backend: Contract) -> None:
-    """What save_chunk stores is what chunks() and open_chunks() give back, field for field."""
+    """What save_chunk stores is what chunks() and get_chunk() give back, field for field."""
     await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2, 3], [4, 5]])
     exported = ChunkRecord(
         batch_id="batch-1",
@@ -110,10 +128,9 @@ async def test_save_chunk_round_trips_segments_attempts_and_error(backend: Contr
         attempts=2,
         error=ErrorInfo(code="DLI.0999", message="retried"),
     )
-    await backend.ledger.save_chunk(exported)
-    stored = await _all_chunks(backend, "batch-1")
-    assert stored[0] == exported
-    assert (await backend.ledger.open_chunks("batch-1"))[0] == exported
+    assert await backend.ledger.save_chunk(exported, await _chunk(backend, "batch-1", 0)) is True
+    assert (await _all_chunks(backend, "batch-1"))[0] == exported
+    assert await backend.ledger.get_chunk("batch-1", 0) == exported
 
 
 async def test_totals_stay_consistent_after_mixed_saves(backend: Contract) -> None:
@@ -121,8 +138,10 @@ async def test_totals_stay_consistent_after_mixed_saves(backend: Contract) -> No
     await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), plan_chunks(range(1, 19), 3))
     saves = [
         ChunkRecord(batch_id="batch-1", index=0, job_ids=[1, 2, 3], state=ChunkState.EXPORTED),
-        ChunkRecord(batch_id="batch-1", index=1, job_ids=[4, 5, 6], state=ChunkState.VERIFIED),
-        ChunkRecord(batch_id="batch-1", index=2, job_ids=[7, 8, 9], state=ChunkState.FAILED),
+        ChunkRecord(batch_id="batch-1", index=1, job_ids=[4, 5, 6], state=ChunkState.EXPORTED),
+        ChunkRecord(batch_id="batch-1", index=1, job_ids=[4, 5, 6], state=ChunkState.VERIFIED, attempts=1),
+        ChunkRecord(batch_id="batch-1", index=2, job_ids=[7, 8, 9], state=ChunkState.PENDING, attempts=1),
+        ChunkRecord(batch_id="batch-1", index=2, job_ids=[7, 8, 9], state=ChunkState.FAILED, attempts=2),
         ChunkRecord(
             batch_id="batch-1",
             index=3,
@@ -133,17 +152,15 @@ async def test_totals_stay_consistent_after_mixed_saves(backend: Contract) -> No
                 Segment(job_ids=[12], state=ChunkState.FAILED, error=ErrorInfo(code="DLI.0002", message="x")),
             ],
         ),
-        ChunkRecord(batch_id="batch-1", index=1, job_ids=[4, 5, 6], state=ChunkState.VERIFIED, attempts=1),
-        ChunkRecord(batch_id="batch-1", index=2, job_ids=[7, 8, 9], state=ChunkState.PENDING, attempts=1),
         ChunkRecord(batch_id="batch-1", index=4, job_ids=[13, 14, 15], state=ChunkState.EXPORTED),
         ChunkRecord(batch_id="batch-1", index=4, job_ids=[13, 14, 15], state=ChunkState.VERIFIED),
     ]
     for chunk in saves:
-        await backend.ledger.save_chunk(chunk)
+        assert await backend.ledger.save_chunk(chunk, await _chunk(backend, "batch-1", chunk.index))
     totals = (await _batch(backend, "batch-1")).totals
     assert totals == _expected_totals(await _all_chunks(backend, "batch-1"))
     assert totals == Totals(
-        jobs=18, chunks=6, verified=8, failed=1, pending=2, exported=1, chunks_verified=2, chunks_failed=1
+        jobs=18, chunks=6, verified=8, failed=4, pending=1, exported=1, chunks_verified=2, chunks_failed=2
     )
 
 
@@ -151,26 +168,128 @@ async def test_totals_of_one_batch_ignore_saves_to_another(backend: Contract) ->
     """Saving chunks of one batch leaves the other batch's totals alone."""
     await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1], [2]])
     await backend.ledger.create_batch(_info("batch-2", backend.clock.time()), [[1], [2]])
-    await backend.ledger.save_chunk(
-        ChunkRecord(batch_id="batch-1", index=0, job_ids=[1], state=ChunkState.VERIFIED)
-    )
+    pending = await _chunk(backend, "batch-1", 0)
+    await backend.ledger.save_chunk(pending.model_copy(update={"state": ChunkState.VERIFIED}), pending)
     assert (await _batch(backend, "batch-2")).totals == Totals(jobs=2, chunks=2, pending=2)
     assert (await _batch(backend, "batch-1")).totals.verified == 1
 
 
-async def test_open_chunks_lists_pending_and_exported_in_index_order(backend: Contract) -> None:
-    """open_chunks() leaves out verified and failed chunks and keeps index order."""
-    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1], [2], [3], [4], [5]])
-    for index, state in [(0, ChunkState.VERIFIED), (1, ChunkState.EXPORTED), (3, ChunkState.FAILED)]:
-        await backend.ledger.save_chunk(
-            ChunkRecord(batch_id="batch-1", index=index, job_ids=[index + 1], state=state)
-        )
-    open_chunks = await backend.ledger.open_chunks("batch-1")
-    assert [(c.index, c.state) for c in open_chunks] == [
-        (1, ChunkState.EXPORTED),
-        (2, ChunkState.PENDING),
-        (4, ChunkState.PENDING),
+# --- compare-and-set -------------------------------------------------------------------------------------
+
+
+async def test_save_chunk_stores_when_state_and_attempts_are_as_expected(backend: Contract) -> None:
+    """A save whose expectation matches the stored chunk returns True and moves chunk and totals."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2], [3]])
+    pending = await _chunk(backend, "batch-1", 0)
+    retried = pending.model_copy(update={"attempts": 1})
+    assert await backend.ledger.save_chunk(retried, pending) is True
+    exported = retried.model_copy(update={"state": ChunkState.EXPORTED})
+    assert await backend.ledger.save_chunk(exported, retried) is True
+    assert await backend.ledger.get_chunk("batch-1", 0) == exported
+    assert (await _batch(backend, "batch-1")).totals == Totals(jobs=3, chunks=2, pending=1, exported=1)
+
+
+async def test_save_chunk_is_refused_when_another_writer_moved_the_state(backend: Contract) -> None:
+    """Two owners read the same pending chunk; the second save, still expecting pending, is refused."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2]])
+    read = await _chunk(backend, "batch-1", 0)
+    first = read.model_copy(update={"state": ChunkState.EXPORTED, "attempts": 1})
+    second = read.model_copy(update={"state": ChunkState.FAILED, "error": ErrorInfo(code="X", message="y")})
+    assert await backend.ledger.save_chunk(first, read) is True
+    assert await backend.ledger.save_chunk(second, read) is False
+    assert await backend.ledger.get_chunk("batch-1", 0) == first
+    assert (await _batch(backend, "batch-1")).totals == Totals(jobs=2, chunks=1, exported=1)
+
+
+async def test_save_chunk_is_refused_when_attempts_moved(backend: Contract) -> None:
+    """Same state, other attempt count: a save expecting the old count changes nothing."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1]])
+    read = await _chunk(backend, "batch-1", 0)
+    assert await backend.ledger.save_chunk(read.model_copy(update={"attempts": 1}), read)
+    stale = read.model_copy(update={"state": ChunkState.EXPORTED})
+    assert await backend.ledger.save_chunk(stale, read) is False
+    stored = await _chunk(backend, "batch-1", 0)
+    assert (stored.state, stored.attempts) == (ChunkState.PENDING, 1)
+
+
+async def test_stale_owner_saving_pending_over_verified_is_refused(backend: Contract) -> None:
+    """An owner whose lease lapsed saves its retry (pending) after another replica verified the chunk:
+    refused, and the chunk and the totals stay as the other replica left them."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2], [3]])
+    stale_read = await _chunk(backend, "batch-1", 0)
+    exported = stale_read.model_copy(update={"state": ChunkState.EXPORTED, "attempts": 1})
+    assert await backend.ledger.save_chunk(exported, stale_read)
+    verified = exported.model_copy(update={"state": ChunkState.VERIFIED})
+    assert await backend.ledger.save_chunk(verified, exported)
+    before = (await _batch(backend, "batch-1")).totals
+    retry = stale_read.model_copy(update={"attempts": 1})
+    assert await backend.ledger.save_chunk(retry, stale_read) is False
+    assert await backend.ledger.get_chunk("batch-1", 0) == verified
+    assert (
+        (await _batch(backend, "batch-1")).totals
+        == before
+        == Totals(jobs=3, chunks=2, verified=2, pending=1, chunks_verified=1)
+    )
+
+
+async def test_of_two_saves_racing_from_one_expectation_exactly_one_lands(backend: Contract) -> None:
+    """Concurrent saves expecting the same stored chunk: one is stored, the other refused."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1]])
+    read = await _chunk(backend, "batch-1", 0)
+    contenders = [
+        read.model_copy(update={"state": ChunkState.EXPORTED, "attempts": 1}),
+        read.model_copy(update={"state": ChunkState.FAILED, "attempts": 1}),
     ]
+    outcomes = await asyncio.gather(*(backend.ledger.save_chunk(c, read) for c in contenders))
+    assert sorted(outcomes) == [False, True]
+    assert await backend.ledger.get_chunk("batch-1", 0) == contenders[outcomes.index(True)]
+    assert (await _batch(backend, "batch-1")).totals == _expected_totals(
+        await _all_chunks(backend, "batch-1")
+    )
+
+
+async def test_the_same_save_again_is_accepted_and_changes_nothing(backend: Contract) -> None:
+    """A save repeated with its old expectation (a retried call) returns True and counts once."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2]])
+    read = await _chunk(backend, "batch-1", 0)
+    verified = read.model_copy(update={"state": ChunkState.VERIFIED, "attempts": 1})
+    assert await backend.ledger.save_chunk(verified, read) is True
+    assert await backend.ledger.save_chunk(verified, read) is True
+    assert (await _batch(backend, "batch-1")).totals == Totals(
+        jobs=2, chunks=1, verified=2, chunks_verified=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (ChunkState.EXPORTED, ChunkState.PENDING),
+        (ChunkState.VERIFIED, ChunkState.EXPORTED),
+        (ChunkState.VERIFIED, ChunkState.VERIFIED),
+        (ChunkState.FAILED, ChunkState.PENDING),
+    ],
+)
+async def test_a_move_backwards_raises_value_error(
+    backend: Contract, old: ChunkState, new: ChunkState
+) -> None:
+    """A save from a terminal state, or back to an earlier one, is a caller's bug: ValueError, no write."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1]])
+    pending = await _chunk(backend, "batch-1", 0)
+    expected = pending.model_copy(update={"state": old})
+    with pytest.raises(ValueError, match="never moves"):
+        await backend.ledger.save_chunk(pending.model_copy(update={"state": new, "attempts": 1}), expected)
+    assert await backend.ledger.get_chunk("batch-1", 0) == pending
+
+
+async def test_save_of_a_chunk_never_planned_raises_not_found(backend: Contract) -> None:
+    """An index the batch never planned, or a batch never created, is NotFound (totals untouched)."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1], [2]])
+    for batch_id, index in [("batch-1", 2), ("batch-1", -1), ("no-such-batch", 0)]:
+        chunk = ChunkRecord(batch_id=batch_id, index=index, job_ids=[9])
+        with pytest.raises(NotFound, match="no chunk"):
+            await backend.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.VERIFIED}), chunk)
+    assert (await _batch(backend, "batch-1")).totals == Totals(jobs=2, chunks=2, pending=2)
+    assert await backend.ledger.get_batch("no-such-batch") is None
 
 
 async def test_chunks_streams_every_chunk_in_index_order_across_pages(backend: Contract) -> None:
@@ -200,12 +319,41 @@ async def test_set_batch_state_marks_running_then_finished(backend: Contract) ->
     running = await _batch(backend, "batch-1")
     assert running.state == BatchState.RUNNING
     assert running.finished_at is None
+    assert running.error is None
     backend.clock.advance(1)
     await backend.ledger.set_batch_state("batch-1", BatchState.COMPLETED_WITH_FAILURES)
     finished = await _batch(backend, "batch-1")
     assert finished.state == BatchState.COMPLETED_WITH_FAILURES
     assert finished.finished_at is not None
     assert finished.updated_at >= running.updated_at
+
+
+async def test_a_failed_batch_keeps_its_error(backend: Contract) -> None:
+    """State failed with an error: get_batch and list_batches give the error back; finished_at is set;
+    a later state without an error clears it."""
+    await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1]])
+    error = ErrorInfo(code="DLI.0403", message="DLI answered HTTP 403: the listing was refused")
+    backend.clock.advance(1)
+    await backend.ledger.set_batch_state("batch-1", BatchState.FAILED, error)
+    failed = await _batch(backend, "batch-1")
+    assert (failed.state, failed.error) == (BatchState.FAILED, error)
+    assert failed.finished_at == backend.clock.time()
+    assert [(b.state, b.error) for b in await backend.ledger.list_batches()] == [(BatchState.FAILED, error)]
+    await backend.ledger.set_batch_state("batch-1", BatchState.RUNNING)
+    again = await _batch(backend, "batch-1")
+    assert (again.state, again.error, again.finished_at) == (BatchState.RUNNING, None, None)
+
+
+async def test_set_batch_state_of_an_unknown_batch_raises_not_found(backend: Contract) -> None:
+    """The ledger does not invent batches: NotFound, and still no such batch afterwards."""
+    with pytest.raises(NotFound, match="no batch"):
+        await backend.ledger.set_batch_state("no-such-batch", BatchState.RUNNING)
+    with pytest.raises(NotFound, match="no batch"):
+        await backend.ledger.set_batch_state(
+            "no-such-batch", BatchState.FAILED, ErrorInfo(code="X", message="y")
+        )
+    assert await backend.ledger.get_batch("no-such-batch") is None
+    assert await backend.ledger.list_batches() == []
 
 
 async def test_claim_chunk_excludes_other_owners_until_released(backend: Contract) -> None:
@@ -257,7 +405,8 @@ async def test_get_chunk_reads_one_chunk_as_stored_now(backend: Contract) -> Non
     await backend.ledger.create_batch(_info("batch-1", backend.clock.time()), [[1, 2], [3, 4]])
     first = await backend.ledger.get_chunk("batch-1", 1)
     assert first is not None and first.job_ids == [3, 4] and first.state is ChunkState.PENDING
-    await backend.ledger.save_chunk(first.model_copy(update={"state": ChunkState.FAILED, "attempts": 2}))
+    failed = first.model_copy(update={"state": ChunkState.FAILED, "attempts": 2})
+    assert await backend.ledger.save_chunk(failed, first)
     again = await backend.ledger.get_chunk("batch-1", 1)
     assert again is not None and again.state is ChunkState.FAILED and again.attempts == 2
     assert await backend.ledger.get_chunk("batch-1", 2) is None
