@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from exporter.errors import InvalidInput
-from exporter.models import MAX_JOB_ID, BatchRequest
+from exporter.models import MAX_JOB_ID, BatchRequest, ListFilters
 
 __all__ = [
+    "FILTER_FLAGS",
     "build_request",
     "describe_validation_error",
     "new_batch_id",
@@ -24,7 +25,11 @@ __all__ = [
     "parse_id_lines",
     "parse_id_list",
     "parse_tags",
+    "request_from_flags",
+    "selected_ids",
 ]
+
+FILTER_FLAGS = ("status", "job_type", "queue_name", "name", "user_name")
 
 
 _MAX_JOB_ID_DIGITS = len(str(MAX_JOB_ID))
@@ -83,12 +88,20 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts[:10]) + (f" (and {len(parts) - 10} more)" if len(parts) > 10 else "")
 
 
+def _first_field(error: ValidationError) -> str | None:
+    """The top-level field of the first problem; None for rules on the whole request (the selection)."""
+    for item in error.errors(include_input=False, include_url=False):
+        if item["loc"]:
+            return str(item["loc"][0])
+    return None
+
+
 def build_request(data: dict[str, Any], *, max_jobs: int | None = None) -> BatchRequest:
     """Validate a request dict into a BatchRequest, enforcing the per-batch ID limit."""
     try:
         request = BatchRequest.model_validate(data)
     except ValidationError as error:
-        raise InvalidInput(describe_validation_error(error)) from None
+        raise InvalidInput(describe_validation_error(error), field=_first_field(error)) from None
     if max_jobs is not None and request.job_ids is not None and len(request.job_ids) > max_jobs:
         raise InvalidInput(
             f"batch has {len(request.job_ids)} job IDs, more than the limit of {max_jobs} "
@@ -108,4 +121,57 @@ def parse_batch_message(body: str | bytes, *, max_jobs: int | None = None) -> Ba
         raise InvalidInput("message is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"message must be a JSON object, not {type(data).__name__}")
+    return build_request(data, max_jobs=max_jobs)
+
+
+def selected_ids(job_ids: str | None, id_file: Iterable[str] | None, source: str) -> list[int] | None:
+    """The explicit IDs of `--job-ids` or `--job-ids-file` (None for `--all`).
+
+    A flag that was given but holds no ID is refused with its own name, so "the selection is empty" never
+    reads as if the flag had been forgotten.
+    """
+    if job_ids is not None:
+        ids = parse_id_list(job_ids)
+        if not ids:
+            raise InvalidInput("--job-ids is empty: give at least one job ID", field="job_ids")
+        return ids
+    if id_file is not None:
+        ids = list(parse_id_lines(id_file, source=source))
+        if not ids:
+            raise InvalidInput(
+                f"--job-ids-file {source} holds no job IDs (only blank lines or comments)", field="job_ids"
+            )
+        return ids
+    return None
+
+
+def _given(value: Any, default: Any) -> Any:
+    """A flag's value when it was given at all (an explicit `0` or `''` is refused later, not replaced)."""
+    return default if value is None else value
+
+
+def request_from_flags(
+    flags: Mapping[str, Any], *, project_id: str | None, chunk_size: int, max_jobs: int
+) -> BatchRequest:
+    """`submit`'s flags (click's parameter names) into a request, by the rules of `POST /batches`.
+
+    `project_id` and `chunk_size` are the settings' defaults for flags left out.
+    """
+    id_file = flags.get("job_ids_file")
+    source = str(getattr(id_file, "name", "IDs file"))
+    select_all = bool(flags.get("select_all"))
+    filters = None
+    if select_all:
+        tags = parse_tags(flags.get("tags") or ())
+        filters = ListFilters(tags=tags, **{name: flags.get(name) for name in FILTER_FLAGS}).model_dump()
+    data: dict[str, Any] = {
+        "batch_id": _given(flags.get("batch_id"), new_batch_id()),
+        "project_id": _given(flags.get("project_id"), project_id or ""),
+        "obs_dir": flags.get("obs_dir"),
+        "job_ids": selected_ids(flags.get("job_ids"), id_file, source),
+        "select_all": select_all,
+        "filters": filters,
+        "chunk_size": _given(flags.get("chunk_size"), chunk_size),
+        "campaign": flags.get("campaign"),
+    }
     return build_request(data, max_jobs=max_jobs)

@@ -1,25 +1,46 @@
-"""Progress of a batch for people: a rich progress bar with an ETA, fed from the ledger's totals."""
+"""Progress of batches for people: one batch's lines, a table of many, a live bar with an ETA.
+
+Identifiers (batch IDs, campaigns, project IDs) are what people copy into the next command, so they are
+never cut or folded into an ellipsis: off a terminal (pipes, `kubectl logs`) the table is plain aligned
+text at its natural width, and on a terminal too narrow for the rich table, too.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from exporter.models import BatchInfo, Totals
 
-__all__ = ["batches_table", "describe", "eta_seconds", "follow_progress", "sum_totals"]
+__all__ = [
+    "batch_lines",
+    "batches_table",
+    "describe",
+    "eta_seconds",
+    "follow_progress",
+    "plain_table",
+    "print_batches",
+    "sum_totals",
+]
+
+_HEADER = ("batch", "campaign", "state", "done", "verified", "failed", "chunks", "ETA")
+_TEXT_COLUMNS = 3  # batch, campaign, state: left-aligned; the numbers are right-aligned
+_UNBOUNDED = 10_000  # columns: wider than any table of batches
 
 
 def eta_seconds(info: BatchInfo, now: float) -> float | None:
@@ -42,6 +63,21 @@ def describe(info: BatchInfo) -> str:
     )
 
 
+def batch_lines(info: BatchInfo, now: float) -> list[str]:
+    """`status BATCH` for people: the one-line summary, where the batch goes, why it failed, its ETA."""
+    lines = [describe(info), f"  project: {info.project_id}", f"  obs_dir: {info.obs_dir}"]
+    if info.campaign:
+        lines.append(f"  campaign: {info.campaign}")
+    if info.duplicates_dropped:
+        lines.append(f"  duplicate IDs dropped: {info.duplicates_dropped}")
+    if info.error is not None:
+        lines.append(f"  error: {info.error.code}: {info.error.message}")
+    eta = eta_seconds(info, now)
+    if eta is not None:
+        lines.append(f"ETA: {eta:.0f}s at the pace so far")
+    return lines
+
+
 def sum_totals(batches: Iterable[BatchInfo]) -> Totals:
     """The totals of several batches added up (a campaign)."""
     total = Totals()
@@ -51,55 +87,100 @@ def sum_totals(batches: Iterable[BatchInfo]) -> Totals:
     return total
 
 
-def batches_table(batches: list[BatchInfo], now: float, title: str | None = None) -> Table:
-    """One row per batch (state, jobs done, failures, ETA) and a total row: a campaign at a glance."""
-    table = Table(title=title)
-    for column in ("batch", "campaign", "state", "done", "verified", "failed", "chunks", "ETA"):
-        table.add_column(column, justify="left" if column in {"batch", "campaign", "state"} else "right")
-    for info in batches:
-        totals = info.totals
-        eta = eta_seconds(info, now)
-        table.add_row(
-            info.batch_id,
-            info.campaign or "",
-            info.state.value,
-            _percent(totals),
-            str(totals.verified),
-            str(totals.failed),
-            f"{totals.chunks_verified + totals.chunks_failed}/{totals.chunks}",
-            "" if eta is None else f"{eta:.0f}s",
-        )
-    total = sum_totals(batches)
-    table.add_row(
-        "total",
-        "",
-        f"{len(batches)} batches",
-        _percent(total),
-        str(total.verified),
-        str(total.failed),
-        f"{total.chunks_verified + total.chunks_failed}/{total.chunks}",
-        "",
-        style="bold",
-    )
-    return table
-
-
 def _percent(totals: Totals) -> str:
     done = totals.verified + totals.failed
     return f"{done}/{totals.jobs} ({100 * done / totals.jobs:.0f}%)" if totals.jobs else "0/0"
 
 
-def _bar(console: Console) -> Progress:
+def _numbers(totals: Totals) -> list[str]:
+    done_chunks = totals.chunks_verified + totals.chunks_failed
+    return [_percent(totals), str(totals.verified), str(totals.failed), f"{done_chunks}/{totals.chunks}"]
+
+
+def _rows(batches: Sequence[BatchInfo], now: float) -> list[list[str]]:
+    """One row per batch and a total row, as plain strings (both renderings share them)."""
+    rows = []
+    for info in batches:
+        eta = eta_seconds(info, now)
+        eta_text = "" if eta is None else f"{eta:.0f}s"
+        rows.append([info.batch_id, info.campaign or "", info.state.value, *_numbers(info.totals), eta_text])
+    rows.append(["total", "", f"{len(batches)} batches", *_numbers(sum_totals(batches)), ""])
+    return rows
+
+
+def batches_table(batches: Sequence[BatchInfo], now: float, title: str | None = None) -> Table:
+    """A rich table of the batches: identifiers never wrap, and cells are text, never markup."""
+    table = Table(title=Text(title) if title else None)
+    for number, name in enumerate(_HEADER):
+        text_column = number < _TEXT_COLUMNS
+        table.add_column(name, justify="left" if text_column else "right", no_wrap=text_column)
+    rows = _rows(batches, now)
+    for row in rows[:-1]:
+        table.add_row(*map(Text, row))
+    table.add_row(*map(Text, rows[-1]), style="bold")
+    return table
+
+
+def _printable(cell: str) -> str:
+    """A cell on one line: control characters (a newline in a campaign label) shown escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in cell)
+
+
+def plain_table(batches: Sequence[BatchInfo], now: float, title: str | None = None) -> str:
+    """The same table as aligned plain text at its natural width (for pipes, files and logs)."""
+    rows = [list(_HEADER), *([_printable(cell) for cell in row] for row in _rows(batches, now))]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(_HEADER))]
+    lines = [_printable(title)] if title else []
+    for row in rows:
+        cells = [
+            cell.ljust(width) if n < _TEXT_COLUMNS else cell.rjust(width)
+            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """How wide the table is when nothing is squeezed (rich's own measure stops at the console width)."""
+    return Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+
+
+def print_batches(
+    console: Console, batches: Sequence[BatchInfo], now: float, title: str | None = None
+) -> None:
+    """The rich table on a terminal wide enough for it, the plain table everywhere else."""
+    table = batches_table(batches, now, title)
+    if console.is_terminal and _natural_width(console, table) <= console.width:
+        console.print(table)
+    else:
+        console.print(
+            plain_table(batches, now, title), markup=False, highlight=False, crop=False, soft_wrap=True
+        )
+
+
+def _bar(console: Console, label_width: int) -> Progress:
+    """The live bar; its first column is at least as wide as the batch ID, so the ID is never cut."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, min_width=label_width)),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.fields[detail]}", table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=False,
+    )
+
+
+def _show(bar: Progress, task: TaskID, info: BatchInfo) -> None:
+    totals = info.totals
+    bar.update(
+        task,
+        description=info.batch_id,
+        total=max(totals.jobs, 1),
+        completed=totals.verified + totals.failed,
+        detail=f"verified {totals.verified} failed {totals.failed}",
     )
 
 
@@ -114,21 +195,16 @@ async def follow_progress(
     """Redraw the bar from `fetch()` every `interval` until the batch ends (or the deadline passes)."""
     loop = asyncio.get_running_loop()
     deadline = None if deadline_seconds is None else loop.time() + deadline_seconds
-    info: BatchInfo | None = None
-    with _bar(console) as bar:
+    info = await fetch()
+    with _bar(console, len(info.batch_id) if info else 0) as bar:
         task = bar.add_task("waiting", total=None, detail="")
-        while deadline is None or loop.time() < deadline:
-            info = await fetch()
+        while True:
             if info is not None:
-                totals = info.totals
-                bar.update(
-                    task,
-                    description=info.batch_id,
-                    total=max(totals.jobs, 1),
-                    completed=totals.verified + totals.failed,
-                    detail=f"verified {totals.verified} failed {totals.failed}",
-                )
-                if stop_when_finished and info.state.value.startswith("completed"):
+                _show(bar, task, info)
+                if stop_when_finished and info.state.finished:
                     break
+            if deadline is not None and loop.time() >= deadline:
+                break
             await asyncio.sleep(interval)
+            info = await fetch()
     return info

@@ -63,6 +63,7 @@ from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
 from exporter.errors import Transient
 from exporter.submission import submit_batch
+from exporter.wiring import session_options
 
 # --- expectations ---------------------------------------------------------------------------------------
 
@@ -314,7 +315,7 @@ async def test_absurd_retry_after_does_not_freeze_every_request(s3_server: str, 
     async with case_stack(case, s3_server, tmp_path) as run:
         settings = run.stack.settings
         assert settings.dli_endpoint is not None
-        async with create_session(settings) as session:
+        async with create_session(session_options(settings)) as session:
             client = DliClient(
                 session,
                 settings.dli_endpoint,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+from typing import Any
 
 import pytest
 from fuzz.strategies import FUZZ, almost_json, any_json, bodies_around, text_or_bytes
@@ -49,9 +50,17 @@ messages = bodies_around(well_formed_messages) | bodies_around(
 def check_refusal(error: InvalidInput, *, mentions: str = "", field: str | None = None) -> None:
     """A refusal says what was wrong (and where, for ID files), so a person can fix the input."""
     event("InvalidInput")
-    assert str(error) and mentions in str(error)
+    text = str(error)
+    assert text and mentions in text, f"{mentions!r} not in {text!r}"
     if field is not None:
-        assert error.field == field
+        assert error.field == field, f"blamed {error.field!r}, expected {field!r}: {text!r}"
+
+
+def check_message_refusal(error: InvalidInput, *, mentions: str = "", field: str | None = None) -> None:
+    """A refused queue message (or body) names the field it blames, so the words and `error.field` agree."""
+    check_refusal(error, mentions=mentions, field=field)
+    if error.field is not None:
+        assert error.field in str(error), f"{error.field!r} blamed but not named in {str(error)!r}"
 
 
 def check_runnable(request: BatchRequest) -> None:
@@ -75,21 +84,65 @@ def test_queue_message_is_a_request_or_invalid_input(body: str | bytes) -> None:
     try:
         request = parse_batch_message(body, max_jobs=MAX_JOBS)
     except InvalidInput as error:
-        check_refusal(error)
+        check_message_refusal(error)
         return
     event("BatchRequest")
     check_runnable(request)
 
 
+NORMALISED_OBS_DIRS = {"bucket-a": "bucket-a", "obs://bucket-a/exports/": "bucket-a/exports"}
+
+
 @FUZZ
 @given(well_formed_messages)
-def test_well_formed_message_round_trips(data: dict[str, object]) -> None:
-    """A valid message survives the trip onto the queue and back unchanged (what the worker reads)."""
-    try:
-        request = parse_batch_message(json.dumps(data), max_jobs=MAX_JOBS)
-    except InvalidInput:
-        return  # over the batch limit
+def test_well_formed_message_is_the_request_it_says_and_round_trips(data: dict[str, Any]) -> None:
+    """A valid message becomes exactly the request it spells (IDs deduplicated in order, defaults filled),
+    and that request survives the trip onto the queue and back unchanged (what the worker reads)."""
+    unique = list(dict.fromkeys(data["job_ids"]))
+    if len(unique) > MAX_JOBS:
+        with pytest.raises(InvalidInput) as refused:
+            parse_batch_message(json.dumps(data), max_jobs=MAX_JOBS)
+        check_message_refusal(refused.value, mentions="EXPORTER_MAX_JOBS_PER_BATCH", field="job_ids")
+        return
+    request = parse_batch_message(json.dumps(data), max_jobs=MAX_JOBS)
+    event("BatchRequest")
+    assert (request.batch_id, request.project_id) == (data["batch_id"], data["project_id"])
+    assert request.obs_dir == NORMALISED_OBS_DIRS.get(data["obs_dir"], data["obs_dir"])
+    assert request.job_ids == unique and request.duplicates_dropped == len(data["job_ids"]) - len(unique)
+    assert request.chunk_size == data.get("chunk_size", 100) and request.campaign == data.get("campaign")
+    assert not request.select_all and request.filters is None and not request.planned
     assert parse_batch_message(request.model_dump_json(exclude_none=True), max_jobs=MAX_JOBS) == request
+
+
+# One wrong value per field, each refused by that field's own rule (never coerced into something valid).
+BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "batch_id": st.sampled_from(["", "-dash-first", "has space", "x" * 129, "ü", 12, None, ["b"]]),
+    "project_id": st.sampled_from(["has space", "", "p" * 65, "项目", "a-b", 7, None, {}]),
+    "obs_dir": st.sampled_from(["Bad_Bucket", "ab", "192.168.1.1", "bucket/../x", "a..b", "", 5, None]),
+    "job_ids": st.sampled_from([[0], [-1], [MAX_JOB_ID + 1], ["abc"], [1.5], "1,2", {}, [None]]),
+    "chunk_size": st.sampled_from([0, -1, 1001, 2.5, "lots", None, []]),
+    "campaign": st.sampled_from(["c" * 129, 5, [], {}]),
+    "select_all": st.sampled_from(["maybe", [], {}, 2]),
+    "filters": st.sampled_from(["status=x", 3, [], {"unknown": 1}, {"status": 5}]),
+    "duplicates_dropped": st.sampled_from([-1, "some", 1.5]),
+    "version": st.sampled_from(["one", 1.5, []]),
+    "planned": st.sampled_from(["maybe", [], 3]),
+    "jobs": st.sampled_from([-1, "many", 1.5]),
+    "unexpected_key": st.just(1),
+}
+
+
+@FUZZ
+@given(
+    well_formed_messages,
+    st.sampled_from(sorted(BAD_VALUES)).flatmap(lambda f: st.tuples(st.just(f), BAD_VALUES[f])),
+)
+def test_one_bad_field_is_refused_naming_that_field(data: dict[str, Any], bad: tuple[str, Any]) -> None:
+    """A valid message with one field made wrong raises InvalidInput that blames, and names, that field."""
+    field, value = bad
+    with pytest.raises(InvalidInput) as refused:
+        parse_batch_message(json.dumps({**data, field: value}), max_jobs=MAX_JOBS)
+    check_message_refusal(refused.value, mentions=field, field=field)
 
 
 id_lines = st.lists(
@@ -119,26 +172,37 @@ def test_id_file_yields_valid_ids_or_names_the_bad_line(lines: list[str]) -> Non
     assert parsed == [int(token) for token in meaningful if token]
 
 
+def _is_job_id(token: str) -> bool:
+    return token.isascii() and token.isdigit() and 1 <= int(token) <= MAX_JOB_ID
+
+
 @FUZZ
 @given(st.text(max_size=200) | st.lists(job_ids.map(str), max_size=20).map(", ".join))
-def test_id_list_yields_valid_ids_or_invalid_input(text: str) -> None:
-    """`--job-ids` text parses to IDs in range or raises InvalidInput."""
-    try:
-        parsed = parse_id_list(text)
-    except InvalidInput:
+def test_id_list_yields_its_ids_or_names_the_first_bad_item(text: str) -> None:
+    """`--job-ids` text parses to exactly its IDs, in order, or InvalidInput names the first bad item."""
+    tokens = text.replace(",", " ").split()
+    bad = [number for number, token in enumerate(tokens, start=1) if not _is_job_id(token)]
+    if bad:
+        with pytest.raises(InvalidInput) as refused:
+            parse_id_list(text)
+        check_refusal(refused.value, mentions=f"--job-ids item {bad[0]}:", field="job_ids")
         return
-    assert all(1 <= job_id <= MAX_JOB_ID for job_id in parsed)
+    event("ids")
+    assert parse_id_list(text) == [int(token) for token in tokens]
 
 
 @FUZZ
 @given(st.lists(st.text(max_size=20), max_size=6))
 def test_tags_are_pairs_or_invalid_input(pairs: list[str]) -> None:
-    """`--tags` values become `k=v,...` or raise InvalidInput naming the bad pair."""
-    try:
-        joined = parse_tags(pairs)
-    except InvalidInput as error:
-        check_refusal(error, field="tags")
+    """`--tags` values become `k=v,...` or raise InvalidInput naming the first bad pair."""
+    bad = [pair for pair in pairs if "=" not in pair or not pair.partition("=")[0].strip()]
+    if bad:
+        with pytest.raises(InvalidInput) as refused:
+            parse_tags(pairs)
+        check_refusal(refused.value, mentions=repr(bad[0]), field="tags")
         return
+    joined = parse_tags(pairs)
+    assert (joined is None) == (not pairs)
     assert joined is None or joined.count("=") >= len(pairs)
 
 
@@ -148,7 +212,8 @@ def test_any_json_value_is_a_request_or_invalid_input(value: object) -> None:
     """Any JSON document at all (array, number, nested objects) is refused with InvalidInput or runnable."""
     try:
         request = parse_batch_message(json.dumps(value), max_jobs=MAX_JOBS)
-    except InvalidInput:
+    except InvalidInput as error:
+        check_message_refusal(error)
         return
     check_runnable(request)
 

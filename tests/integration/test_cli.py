@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from exporter.cli import main
+from exporter.commands import submit as cli_submit
+from exporter.errors import Conflict
+from exporter.models import BatchInfo
+from exporter.progress import print_batches
 
 Invoke = Callable[..., Result]
 
@@ -77,3 +82,133 @@ def test_invalid_setting_names_the_variable(run: Invoke, monkeypatch: pytest.Mon
     monkeypatch.setenv("EXPORTER_CONCURRENCY", "lots")
     result = run("dead-letters")
     assert result.exit_code == 2 and "EXPORTER_CONCURRENCY" in result.output
+
+
+@pytest.mark.parametrize("text", ["", " ", " , ,"])
+def test_empty_job_ids_flag_says_it_is_empty(run: Invoke, text: str) -> None:
+    """`--job-ids ''` was given, so the answer names that flag as empty (not "give one of"), exit 2."""
+    result = run("submit", "--obs-dir", "bucket", "--job-ids", text)
+    assert result.exit_code == 2, result.output
+    assert "error: --job-ids is empty: give at least one job ID" in result.output
+    assert "exactly one of" not in result.output
+
+
+def test_ids_file_without_ids_says_so(run: Invoke, tmp_path: Path) -> None:
+    """An IDs file holding only blank lines and comments is refused by name, exit 2; nothing is queued."""
+    ids = tmp_path / "empty.txt"
+    ids.write_text("# nothing yet\n\n   \n")
+    result = run("submit", "--obs-dir", "bucket", "--job-ids-file", str(ids))
+    assert result.exit_code == 2
+    assert f"--job-ids-file {ids} holds no job IDs" in result.output
+    assert json.loads(run("status", "--json").output) == []
+
+
+def test_explicit_zero_chunk_size_is_refused_not_replaced(run: Invoke) -> None:
+    """`--chunk-size 0` is an error naming chunk_size, not a silent fallback to the default."""
+    result = run("submit", "--obs-dir", "bucket", "--job-ids", "1", "--chunk-size", "0")
+    assert result.exit_code == 2 and "chunk_size" in result.output
+
+
+def test_conflict_from_submission_is_exit_2_with_its_message(
+    run: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever Conflict the submission raises, the CLI prints `error: <message>` and exits 2."""
+
+    async def conflicting(*_: object, **__: object) -> bool:
+        raise Conflict("batch ID 'b1' was accepted before with other content (obs_dir: a before, b now)")
+
+    monkeypatch.setattr(cli_submit, "submit_batch", conflicting)
+    result = run("submit", "--obs-dir", "bucket", "--job-ids", "1", "--batch-id", "b1")
+    assert result.exit_code == 2
+    assert "error: batch ID 'b1' was accepted before with other content (obs_dir: a before, b now)" in (
+        result.output
+    )
+
+
+def test_reused_batch_id_with_other_ids_is_refused(run: Invoke) -> None:
+    """The same --batch-id with other job IDs exits 2 saying what differs; the same IDs again exit 0."""
+    assert run("submit", "--obs-dir", "bucket/x", "--job-ids", "1,2,3", "--batch-id", "b1").exit_code == 0
+    other = run("submit", "--obs-dir", "bucket/x", "--job-ids", "1,2,4", "--batch-id", "b1")
+    assert other.exit_code == 2, other.output
+    assert other.output.startswith("error: ") and "'b1'" in other.output and "differ" in other.output
+    moved = run("submit", "--obs-dir", "bucket/y", "--job-ids", "1,2,3", "--batch-id", "b1")
+    assert moved.exit_code == 2 and "obs_dir" in moved.output
+    same = run("submit", "--obs-dir", "bucket/x", "--job-ids", "1,2,3", "--batch-id", "b1", "--json")
+    assert same.exit_code == 0 and json.loads(same.output)["accepted"] is False
+
+
+LONG_IDS = ("nightly-export-2026-11-29-payments-eu-0001", "nightly-export-2026-11-29-payments-eu-0002")
+LONG_CAMPAIGN = "migration-wave-2026-payments-to-cn-north-4"
+
+
+def _submit_long_batches(run: Invoke) -> None:
+    for number, batch_id in enumerate(LONG_IDS, start=1):
+        ids = ",".join(str(n) for n in range(1, 10 * number + 1))
+        args = ("--job-ids", ids, "--batch-id", batch_id, "--campaign", LONG_CAMPAIGN, "--chunk-size", "4")
+        assert run("submit", "--obs-dir", "bucket/x", *args).exit_code == 0
+
+
+def test_status_table_through_a_pipe_keeps_identifiers_whole(
+    run: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal (and narrow), `status` prints every batch ID and campaign whole, one row per batch."""
+    monkeypatch.setenv("COLUMNS", "50")
+    _submit_long_batches(run)
+    for args in (("status",), ("status", "--campaign", LONG_CAMPAIGN)):
+        output = run(*args).output
+        assert "…" not in output and "..." not in output
+        rows = {line.split()[0]: line.split() for line in output.splitlines() if line.startswith("nightly")}
+        assert sorted(rows) == sorted(LONG_IDS), output
+        assert all(row[1] == LONG_CAMPAIGN and row[2] == "pending" for row in rows.values())
+        assert rows[LONG_IDS[1]][3:5] == ["0/20", "(0%)"]
+        total = next(line for line in output.splitlines() if line.startswith("total"))
+        assert total.split()[1:5] == ["2", "batches", "0/30", "(0%)"]
+    assert output.splitlines()[0] == f"campaign {LONG_CAMPAIGN}"
+
+
+def test_status_table_is_rich_only_on_a_terminal_wide_enough() -> None:
+    """A wide terminal gets the rich table, a narrow one the plain table: the IDs are whole in both."""
+    infos = [
+        BatchInfo(
+            batch_id=b,
+            project_id="p1",
+            obs_dir="bucket",
+            campaign=LONG_CAMPAIGN,
+            chunk_size=4,
+            created_at=0,
+            updated_at=0,
+        )
+        for b in LONG_IDS
+    ]
+    for width, boxed in ((200, True), (60, False)):
+        console = Console(width=width, force_terminal=True, color_system=None, record=True)
+        print_batches(console, infos, 1.0, title="campaign x")
+        text = console.export_text()
+        assert ("┃" in text) is boxed, text
+        assert all(b in text for b in LONG_IDS) and LONG_CAMPAIGN in text and "…" not in text
+
+
+def test_status_of_one_batch_for_people_and_as_json(run: Invoke) -> None:
+    """`status BATCH` says state, progress, project, obs_dir and campaign; --json has the ledger's fields."""
+    args = ("--job-ids", "1,2,2,3,4,5", "--batch-id", "s1", "--campaign", "wave-1", "--chunk-size", "2")
+    assert run("submit", "--obs-dir", "obs://bucket/x/", *args).exit_code == 0
+    human = run("status", "s1")
+    assert human.exit_code == 0
+    assert human.output.splitlines() == [
+        "s1: pending, 0/5 jobs done (0 verified, 0 failed), 0/3 chunks",
+        "  project: p1",
+        "  obs_dir: bucket/x",
+        "  campaign: wave-1",
+        "  duplicate IDs dropped: 1",
+    ]
+    info = json.loads(run("status", "s1", "--json").output)
+    assert {k: info[k] for k in ("batch_id", "project_id", "obs_dir", "campaign", "chunk_size", "state")} == {
+        "batch_id": "s1",
+        "project_id": "p1",
+        "obs_dir": "bucket/x",
+        "campaign": "wave-1",
+        "chunk_size": 2,
+        "state": "pending",
+    }
+    assert info["totals"]["jobs"] == 5 and info["totals"]["chunks"] == 3 and info["totals"]["verified"] == 0
+    assert info["duplicates_dropped"] == 1 and info["created_at"] > 0 and info["finished_at"] is None

@@ -42,6 +42,7 @@ from exporter.logs import configure_logging
 from exporter.models import BatchRequest
 from exporter.settings import Settings, load_settings
 from exporter.submission import submit_batch
+from exporter.wiring import session_options
 
 CANARY_AK = "AKCANARYQ7W3E9R1T5Y8"
 CANARY_SK = "skCanary-Zq93nVx1Lm0Pw7Rt4Ys2Hd6Kb8Jf5Gc"
@@ -207,9 +208,26 @@ async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     return process.returncode, out.decode()
 
 
+def _answer_lines(output: str, prefix: str) -> list[Any]:
+    """The lines of a command's answer (those starting with `prefix`) parsed; its debug log lines are not."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith(prefix)]
+
+
+def _assert_cli_answers(submitted: str, answers: dict[str, tuple[int, str]]) -> None:
+    """Each command succeeded and printed its answer: nothing passes for being empty."""
+    assert "queued batch daemon: 301 jobs" in submitted, submitted
+    assert all(code == 0 for code, _ in answers.values()), answers
+    [report] = _answer_lines(answers["report"][1], '{"batch_id":"daemon"')
+    assert report["totals"]["jobs"] == JOBS + 1 and report["totals"]["verified"] == JOBS
+    assert report["chunks"] and all(row["job_ids"] for row in report["chunks"])
+    [status] = _answer_lines(answers["status"][1], '{"batch_id":"daemon"')
+    assert status["state"] == "completed_with_failures" and status["totals"] == report["totals"]
+    assert _answer_lines(answers["manifest"][1], '{"index":') == report["chunks"]
+
+
 @pytest.mark.slow
 async def test_daemon_process_leaks_no_secret(s3_server: str, tmp_path: Path) -> None:
-    """`serve` at debug level: stderr, HTTP answers and CLI output of a whole campaign hold no secret."""
+    """`serve` at debug level: stderr, HTTP answers and the CLI answers (checked non-empty) hold no secret."""
     async with canary_stack(s3_server, tmp_path, "secrets-daemon") as stack:
         port = free_port()
         env = settings_env(stack.settings, http_port=port, http_host="127.0.0.1", drain_seconds=2)
@@ -242,11 +260,11 @@ async def test_daemon_process_leaks_no_secret(s3_server: str, tmp_path: Path) ->
         finally:
             daemon.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(daemon.communicate(), 20)
-        outputs = [
-            submitted,
-            *[(await _cli(env, *args))[1] for args in (["report", "daemon"], ["status", "daemon", "--json"])],
-            (await _cli(env, "report", "daemon", "--jsonl"))[1],
-        ]
+        commands = {"report": ["report", "daemon"], "status": ["status", "daemon", "--json"]}
+        commands["manifest"] = ["report", "daemon", "--jsonl"]
+        cli_answers = {name: await _cli(env, *args) for name, args in commands.items()}
+    _assert_cli_answers(submitted, cli_answers)
+    outputs = [submitted, *(text for _, text in cli_answers.values())]
     logged = stderr.decode()
     assert '"level":"debug"' in logged, "debug lines captured"
     assert_secret_free(logged, "the daemon's stderr")
@@ -315,7 +333,7 @@ async def test_refused_credentials_error_and_traceback_hold_no_secret(s3_server:
     """A 401 (wrong security token): the AuthError's text, repr and whole traceback hold no secret."""
     async with canary_stack(s3_server, tmp_path, "secrets-refused") as stack:
         wrong = Credentials(CANARY_AK, CANARY_SK, DEV_PROJECT, CANARY_TOKEN[::-1])
-        async with create_session(stack.settings) as session:
+        async with create_session(session_options(stack.settings)) as session:
             client = DliClient(session, stack.simulator.url, wrong, LocalRateLimiter(100), RetryPolicy())
             with pytest.raises(AuthError) as caught:
                 await client.export_jobs(DEV_PROJECT, f"{stack.bucket}/exports", [1])

@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.errors import InvalidInput
-from exporter.intake import build_request, parse_batch_message, parse_id_lines, parse_id_list, parse_tags
+from exporter.intake import (
+    build_request,
+    parse_batch_message,
+    parse_id_lines,
+    parse_id_list,
+    parse_tags,
+    request_from_flags,
+    selected_ids,
+)
 from exporter.models import check_obs_dir, plan_chunks
 
 GOOD = {"batch_id": "b1", "project_id": "p1", "obs_dir": "bucket", "job_ids": [1]}
@@ -120,3 +128,51 @@ def test_structured_garbage_raises_only_invalid_input(data: dict[str, object]) -
     """JSON objects of the right keys but wrong values are refused with InvalidInput, never a crash."""
     with contextlib.suppress(InvalidInput):
         parse_batch_message(json.dumps(data))
+
+
+def test_empty_selection_flags_are_named() -> None:
+    """A given but empty --job-ids or --job-ids-file is refused by its own name; neither given means --all."""
+    for text in ("", " ", ",, ,"):
+        with pytest.raises(InvalidInput, match=r"^--job-ids is empty: give at least one job ID$"):
+            selected_ids(text, None, "unused")
+    with pytest.raises(InvalidInput, match=r"^--job-ids-file ids\.txt holds no job IDs"):
+        selected_ids(None, ["# only comments", "", "  "], "ids.txt")
+    assert selected_ids(None, ["7", "# c", "8"], "ids.txt") == [7, 8]
+    assert selected_ids(None, None, "unused") is None
+
+
+def test_request_from_flags_applies_defaults_and_filters() -> None:
+    """Flags left out take the settings' defaults; --all carries its filters and tags to the request."""
+    flags = {
+        "obs_dir": "bucket/x",
+        "select_all": True,
+        "status": "job_running",
+        "tags": ("team=data", "env = prod"),
+    }
+    request = request_from_flags(flags, project_id="p1", chunk_size=50, max_jobs=10)
+    assert (request.project_id, request.chunk_size, request.select_all) == ("p1", 50, True)
+    assert request.filters is not None and request.filters.status == "job_running"
+    assert request.filters.tags == "team=data,env=prod" and request.filters.job_type is None
+    assert request.batch_id.startswith("b-") and request.job_ids is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"chunk_size": 0}, "chunk_size"), ({"project_id": ""}, "project_id"), ({"batch_id": ""}, "batch_id")],
+)
+def test_explicit_empty_flags_are_refused_not_replaced(change: dict[str, object], field: str) -> None:
+    """`--chunk-size 0`, `--project-id ''` or `--batch-id ''` is refused by name, not defaulted."""
+    flags = {"obs_dir": "bucket", "job_ids": "1,2", **change}
+    with pytest.raises(InvalidInput, match=field) as refused:
+        request_from_flags(flags, project_id="p1", chunk_size=50, max_jobs=10)
+    assert refused.value.field == field
+
+
+def test_request_refusals_blame_their_field() -> None:
+    """InvalidInput from a request blames the first wrong field in `field`; whole-request rules blame none."""
+    with pytest.raises(InvalidInput) as refused:
+        build_request({**GOOD, "obs_dir": "Bad_Bucket", "chunk_size": 0})
+    assert refused.value.field == "obs_dir"
+    with pytest.raises(InvalidInput) as whole:
+        build_request({**GOOD, "job_ids": None})
+    assert whole.value.field is None

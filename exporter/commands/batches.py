@@ -1,0 +1,93 @@
+"""`status` and `report`: what the ledger says about batches, so they work from any machine, at any time."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich.console import Console
+
+from exporter.app import Stores, open_stores
+from exporter.commands.common import command_settings, require_batch, run_command
+from exporter.progress import batch_lines, follow_progress, print_batches
+from exporter.report import report_rows, stream_report
+from exporter.settings import Settings
+
+__all__ = ["report", "status"]
+
+
+@click.command()
+@click.argument("batch_id", required=False)
+@click.option("--campaign", help="Without BATCH_ID: only the batches of this campaign, with their sum.")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch (or the list) as JSON.")
+@click.option("--watch", is_flag=True, help="Follow with a live progress bar until the batch ends.")
+@click.option("--timeout", type=float, default=None, help="With --watch: give up after this many seconds.")
+@click.pass_context
+def status(
+    ctx: click.Context,
+    batch_id: str | None,
+    campaign: str | None,
+    as_json: bool,
+    watch: bool,
+    timeout: float | None,
+) -> None:
+    """How far a batch is (jobs verified and failed, chunks done, ETA), or every recent batch at a glance."""
+    settings = command_settings(ctx)
+
+    async def go() -> None:
+        async with open_stores(settings) as stores:
+            if batch_id is None:
+                await _overview(stores, campaign, as_json=as_json)
+            elif as_json:
+                click.echo((await require_batch(stores.ledger, batch_id, settings)).model_dump_json())
+            else:
+                await _one(stores, settings, batch_id, watch=watch, deadline_seconds=timeout)
+
+    run_command(go())
+
+
+async def _one(
+    stores: Stores, settings: Settings, batch_id: str, *, watch: bool, deadline_seconds: float | None
+) -> None:
+    """One batch for people; with `watch`, a live bar first, until the batch ends or the deadline passes."""
+    info = await require_batch(stores.ledger, batch_id, settings)
+    if watch:
+        followed = await follow_progress(
+            lambda: stores.ledger.get_batch(batch_id), console=Console(), deadline_seconds=deadline_seconds
+        )
+        info = followed or info
+    click.echo("\n".join(batch_lines(info, time.time())))
+
+
+async def _overview(stores: Stores, campaign: str | None, *, as_json: bool) -> None:
+    """Every recent batch (or a campaign's), as a table with a total row or as a JSON list."""
+    batches = [b for b in await stores.ledger.list_batches() if campaign in (None, b.campaign)]
+    if as_json:
+        click.echo(json.dumps([b.model_dump(mode="json") for b in batches]))
+        return
+    title = f"campaign {campaign}" if campaign else None
+    print_batches(Console(), batches, time.time(), title)
+
+
+@click.command()
+@click.argument("batch_id")
+@click.option("--json", "fmt", flag_value="json", default=True, help="The whole report as JSON (default).")
+@click.option("--jsonl", "fmt", flag_value="jsonl", help="The manifest: one JSON line per chunk.")
+@click.pass_context
+def report(ctx: click.Context, batch_id: str, fmt: str) -> None:
+    """Print a batch's report (from the ledger, so it works while the batch runs)."""
+    settings = command_settings(ctx)
+
+    async def go() -> None:
+        async with open_stores(settings) as stores:
+            info = await require_batch(stores.ledger, batch_id, settings)
+            chunks = stores.ledger.chunks(batch_id)
+            if fmt == "jsonl":
+                async for row in report_rows(chunks):
+                    click.echo(row)
+            else:
+                async for piece in stream_report(info, chunks):
+                    click.echo(piece, nl=False)
+
+    run_command(go())
