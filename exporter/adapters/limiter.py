@@ -1,24 +1,45 @@
 """In-process rate limiter: GCRA spacing so requests leave evenly, never a whole period's quota at once.
 
 DLI's gateway counts requests in a sliding window, so a token bucket that lets `rate` requests out in
-one burst earns 429s; here each caller reserves the next slot `1/rate` after the previous one, with at
-most `burst` slots early. A 429 pauses every caller, including those already holding a reservation.
+one burst earns 429s; here requests leave `1/rate` apart, with at most `burst` back to back. A 429 pauses
+every caller, including those already waiting.
+
+A slot is decided when its caller is released, never reserved ahead, so a caller that wakes late is not
+sent to the back of the line (reserving again and again starved every caller once the event loop lagged
+by more than one interval). Callers take turns in arrival order; each first sleeps, outside the line,
+until its slot would come if everyone ahead went on time, so a late loop delays each wake-up once
+rather than once per caller ahead. A late release does not push the schedule back by its lateness as
+long as that is under one interval (timer jitter costs no throughput); beyond that the schedule
+restarts from now, so a stall never releases its backlog of missed slots. However late the loop runs,
+no window of W seconds sees more than `ceil(rate * W) + burst` releases.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from exporter.clock import SystemClock
 from exporter.ports import Clock
 
-__all__ = ["LocalRateLimiter", "ReleaseSpacer"]
+__all__ = ["LocalRateLimiter", "ReleaseSpacer", "next_tat"]
+
+
+def next_tat(tat: float, now: float, interval: float, slack: float) -> float:
+    """The theoretical arrival time (TAT) of the next request, after one released at `now`.
+
+    The schedule may trail `now` by at most `slack`: a caller released that late still used its own
+    slot (timer jitter), one released later finds the slots it missed gone. A caller that found the
+    limiter idle passes no slack: idle time earns no credit beyond `burst`.
+    """
+    return max(tat, now - slack) + interval
 
 
 class ReleaseSpacer:
     """Keeps this process's actual releases at least `gap` seconds apart.
 
-    When the event loop runs late, every caller whose slot has passed wakes in the same turn; sent
-    together they arrive as one clump in the gateway's sliding window. Spacing real releases by half an
-    interval smooths the clump while a late schedule can still catch up.
+    When the event loop runs late, a caller released late may be followed at once by the next one on
+    schedule; sent together they arrive as one clump in the gateway's sliding window. Spacing real
+    releases by half an interval smooths the clump while a late schedule can still catch up.
     """
 
     __slots__ = ("_clock", "_gap", "_last")
@@ -39,14 +60,19 @@ class ReleaseSpacer:
 
 
 class LocalRateLimiter:
-    """Admit `rate` requests per second on average, `burst` at most back to back.
+    """Admit `rate` requests per second on average, `burst` at most back to back."""
 
-    A caller that wakes more than one interval after its slot (the event loop was blocked) takes a new
-    slot instead of using the old one: releasing every missed slot at once after a stall is exactly the
-    burst a sliding-window gateway answers with 429.
-    """
-
-    __slots__ = ("_clock", "_interval", "_paused_until", "_spacer", "_tat", "_tolerance", "_waiting")
+    __slots__ = (
+        "_clock",
+        "_interval",
+        "_line",
+        "_paused_until",
+        "_slack",
+        "_spacer",
+        "_tat",
+        "_tolerance",
+        "_waiting",
+    )
 
     def __init__(self, rate: float, burst: int = 1, clock: Clock | None = None) -> None:
         if rate <= 0:
@@ -56,9 +82,13 @@ class LocalRateLimiter:
         self._clock: Clock = clock or SystemClock()
         self._interval = 1.0 / rate
         self._tolerance = (burst - 1) * self._interval
-        self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
-        self._paused_until = 0.0
+        # With burst 1 a late release keeps the phase for up to one interval (the spacer below keeps it
+        # half an interval from the next); a larger burst's tolerance absorbs that lateness by itself.
+        self._slack = max(0.0, self._interval - self._tolerance)
+        self._tat = float("-inf")  # theoretical arrival time of the next request (GCRA)
+        self._paused_until = float("-inf")
         self._waiting = 0
+        self._line = asyncio.Lock()  # FIFO turns: only the caller holding it takes a slot
         # With burst 1 the caller wants smoothness above all: never two releases closer than half a slot.
         self._spacer = ReleaseSpacer(self._interval / 2 if burst == 1 else 0.0, self._clock)
 
@@ -69,32 +99,36 @@ class LocalRateLimiter:
             f"paused={max(0.0, self._paused_until - now):.3f}s waiting={self._waiting}>"
         )
 
-    def _reserve(self, now: float) -> float:
-        """Take the next slot and return when it may be used."""
-        start = max(now, self._paused_until)
-        slot = max(start, self._tat - self._tolerance)
-        self._tat = max(self._tat, start) + self._interval
-        return slot
-
     async def acquire(self) -> float:
         """Wait for one request slot; return the seconds waited."""
         began = self._clock.monotonic()
+        ahead = self._waiting
         self._waiting += 1
         try:
-            now = began
-            while True:
-                slot = self._reserve(now)
-                if slot > now:
-                    await self._clock.sleep(slot - now)
-                now = self._clock.monotonic()
-                if now < self._paused_until:  # a 429 during our wait sends us back in line
-                    continue
-                if now - slot > self._interval:  # the loop stalled: a missed slot is not caught up
-                    continue
+            if ahead and (early := self._expected(ahead) - began) > 0:
+                await self._clock.sleep(early)  # towards our turn now, rather than once theirs are over
+            async with self._line:
+                waited = bool(ahead)
+                while (wait := self._take(waited=waited)) > 0:  # a 429 meanwhile just waits longer
+                    waited = True
+                    await self._clock.sleep(wait)
                 await self._spacer.space()
-                return self._clock.monotonic() - began
+            return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
+
+    def _expected(self, ahead: int) -> float:
+        """When a caller with `ahead` callers in front gets its slot if each of them goes on time."""
+        return max(self._paused_until, self._tat - self._tolerance + ahead * self._interval)
+
+    def _take(self, *, waited: bool) -> float:
+        """Take a slot now if the schedule allows (0.0), else the seconds until it may."""
+        now = self._clock.monotonic()
+        earliest = max(self._paused_until, self._tat - self._tolerance)
+        if now < earliest:
+            return earliest - now
+        self._tat = next_tat(self._tat, now, self._interval, self._slack if waited else 0.0)
+        return 0.0
 
     async def pause(self, seconds: float) -> None:
         """Nobody gets a slot for `seconds`; later slots are pushed back behind the pause."""

@@ -11,23 +11,23 @@ An operation that meets a `sqlite3.Error` (a full disk while it grows the file, 
 its caller alone gets `StoreUnavailable`; if SQLite had to abandon the whole transaction, the operations
 that had not failed run again in a new one. Only a failure of BEGIN or COMMIT itself (I/O error, a lock
 held by another process past `busy_timeout`) fails every caller of the group. Nothing raw escapes.
+The transaction and savepoint mechanics live in `sqlite_group`; this module owns the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
+from exporter.adapters.sqlite_group import Operation, Request, run_group_transaction, settle_all
 from exporter.adapters.sqlite_schema import SCHEMA_VERSION, migrate
 from exporter.errors import StoreUnavailable
 
@@ -36,7 +36,6 @@ __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteDatabase", "Stats", "unavail
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], T]
 
 BUSY_TIMEOUT: Final = 10.0  # seconds to wait for another process holding the write lock
 MAX_GROUP: Final = 1_000  # operations per transaction; bounds how long one commit keeps callers waiting
@@ -47,42 +46,6 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-
-
-@dataclass(slots=True)
-class _Request(Generic[T]):
-    """One operation waiting for the writer thread, and where to send its outcome."""
-
-    operation: Operation[T]
-    write: bool
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
-    result: Any = None
-    error: BaseException | None = None
-
-    def settle_on_loop(self) -> None:
-        """Resolve the caller's future; runs on the caller's event loop."""
-        if self.future.done():  # the caller was cancelled; the write happened anyway (at-least-once)
-            return
-        if self.error is not None:
-            self.future.set_exception(self.error)
-        else:
-            self.future.set_result(self.result)
-
-
-def _settle_all(requests: list[_Request[Any]]) -> None:
-    """Hand every outcome of a group to its event loop with one thread-safe call per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Request[Any]]] = {}
-    for request in requests:
-        by_loop.setdefault(request.loop, []).append(request)
-    for loop, waiting in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile; nobody is waiting
-            loop.call_soon_threadsafe(_settle_on_loop, waiting)
-
-
-def _settle_on_loop(requests: list[_Request[Any]]) -> None:
-    for request in requests:
-        request.settle_on_loop()
 
 
 @dataclass(slots=True)
@@ -112,10 +75,10 @@ class SqliteDatabase:
         self.path = path
         self._busy_timeout = busy_timeout
         self.stats = Stats()
-        self._inbox: queue.SimpleQueue[list[_Request[Any]] | _Stop] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[Request[Any]] | _Stop] = queue.SimpleQueue()
         # Requests of the current event-loop turn, handed to the thread together: one wake-up of the
         # writer per turn instead of one per save (the overhead benchmark saw ~30 us per put).
-        self._outbox: list[_Request[Any]] = []
+        self._outbox: list[Request[Any]] = []
         self._opened: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._closed = True
         self._thread = threading.Thread(target=self._serve, name=f"sqlite-writer:{path.name}", daemon=True)
@@ -167,7 +130,7 @@ class SqliteDatabase:
         future: asyncio.Future[T] = loop.create_future()
         if not self._outbox:
             loop.call_soon(self._hand_over)
-        self._outbox.append(_Request(operation=operation, write=write, loop=loop, future=future))
+        self._outbox.append(Request(operation=operation, write=write, loop=loop, future=future))
         return await future
 
     def _hand_over(self) -> None:
@@ -214,9 +177,9 @@ class SqliteDatabase:
             raise
         return conn
 
-    def _next_group(self) -> tuple[list[_Request[Any]], bool]:
+    def _next_group(self) -> tuple[list[Request[Any]], bool]:
         """Block for one request, then take every request already waiting (up to MAX_GROUP)."""
-        group: list[_Request[Any]] = []
+        group: list[Request[Any]] = []
         item = self._inbox.get()
         while not isinstance(item, _Stop):
             group.extend(item)
@@ -228,10 +191,10 @@ class SqliteDatabase:
                 return group, False
         return group, True
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
+    def _run_group(self, conn: sqlite3.Connection, group: list[Request[Any]]) -> None:
         """One transaction for the whole group; answers go out only after COMMIT (or the failure)."""
         try:
-            _transaction(conn, group)
+            run_group_transaction(conn, group)
         except sqlite3.Error as exc:  # BEGIN or COMMIT failed (I/O error, lock timeout): the whole group
             self.stats.failed_transactions += 1
             self.stats.failed_operations += len(group)
@@ -250,9 +213,9 @@ class SqliteDatabase:
             self.stats.largest_group = max(self.stats.largest_group, len(group))
             self._report_failed_operations(group)
         finally:
-            _settle_all(group)
+            settle_all(group)
 
-    def _report_failed_operations(self, group: list[_Request[Any]]) -> None:
+    def _report_failed_operations(self, group: list[Request[Any]]) -> None:
         """Turn the SQLite errors single operations met into StoreUnavailable, with one log line a group."""
         failed = [(request, request.error) for request in group if isinstance(request.error, sqlite3.Error)]
         if not failed:
@@ -278,7 +241,7 @@ class SqliteDatabase:
             if isinstance(item, list):
                 for request in item:
                     request.error = StoreUnavailable(f"SQLite store {self.path} is closed")
-                _settle_all(item)
+                settle_all(item)
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> int:
@@ -289,49 +252,3 @@ def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> int:
         raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a process crash
     return migrate(conn)
-
-
-def _transaction(conn: sqlite3.Connection, group: list[_Request[Any]]) -> None:
-    """Run the group in one transaction; an operation that fails, for any reason, is undone alone.
-
-    When SQLite answers an operation's error by abandoning the whole transaction (it may, for
-    SQLITE_FULL or SQLITE_IOERR), the operations that had not failed lost their writes too: they run
-    again in a fresh transaction. Each round drops at least the failed operation, so this ends.
-    """
-    todo = group
-    while todo:
-        conn.execute("BEGIN IMMEDIATE" if any(r.write for r in todo) else "BEGIN")
-        try:
-            todo = _run_until_abandoned(conn, todo)
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-
-def _run_until_abandoned(conn: sqlite3.Connection, requests: list[_Request[Any]]) -> list[_Request[Any]]:
-    """Run each request in its SAVEPOINT; return the ones to run again if SQLite abandoned the transaction."""
-    for position, request in enumerate(requests):
-        if not _run_in_savepoint(conn, request):
-            undone = [r for r in requests[:position] if r.error is None]
-            return undone + requests[position + 1 :]
-    return []
-
-
-def _run_in_savepoint(conn: sqlite3.Connection, request: _Request[Any]) -> bool:
-    """Run one operation, keeping its error for its caller; False if SQLite dropped the transaction."""
-    if request.write:
-        conn.execute("SAVEPOINT op")
-    try:
-        request.result = request.operation(conn)
-    except Exception as exc:  # noqa: BLE001 - the caller's own error (or SQLite's), re-raised in the caller
-        request.result, request.error = None, exc
-        if not conn.in_transaction:
-            return False
-        if request.write:
-            conn.execute("ROLLBACK TO op")
-    if request.write:
-        conn.execute("RELEASE op")
-    return True

@@ -5,6 +5,11 @@ A message is claimable when `visible_at <= now`: new messages get their enqueue 
 `deliveries`, and (message ID, deliveries) is the claim's token: whoever claimed after us changed it,
 which is how `extend` knows the lease was lost. Claims run inside `BEGIN IMMEDIATE` (the writer thread's
 transactions), so two processes on the same file never both get a message.
+
+`accepted_batches` remembers every batch ID ever put, with the identity it was put with, so a repeated
+put is refused with the identity of the first. A nack counts in `handbacks` only when it is a deliberate
+deferral; a failed attempt (`handback=False`) is left counted as an unfinished delivery, like a crash.
+This queue parks nothing by itself: the worker decides from `Claim.unfinished_deliveries`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import structlog
 
 from exporter.adapters.sqlite_db import SqliteDatabase
 from exporter.clock import SystemClock
-from exporter.ports import Claim, Clock, DeadLetter
+from exporter.ports import Claim, Clock, DeadLetter, PutResult
 
 __all__ = ["SqliteQueue"]
 
@@ -35,14 +40,19 @@ class SqliteQueue:
     def __repr__(self) -> str:
         return f"<SqliteQueue {self._db.path}>"
 
-    async def put(self, batch_id: str, body: str) -> bool:
-        """Enqueue; False (and nothing enqueued) when a message for `batch_id` was accepted before."""
-        accepted = await self._db.write(partial(_put, batch_id=batch_id, body=body, now=self._clock.time()))
-        log.info("queue.put", batch_id=batch_id, accepted=accepted)
-        return accepted
+    async def put(self, batch_id: str, body: str, identity: str = "") -> PutResult:
+        """Enqueue and remember `identity`; when `batch_id` was accepted before, enqueue nothing and
+        answer the identity stored then ("" for a record older than identities)."""
+        put = partial(_put, batch_id=batch_id, body=body, identity=identity, now=self._clock.time())
+        result = await self._db.write(put)
+        log.info("queue.put", batch_id=batch_id, accepted=result.accepted)
+        return result
 
     async def put_raw(self, body: str) -> str:
-        """Enqueue a body as it is, without the batch-id check; returns its message ID."""
+        """Enqueue a body as it is, without the batch-id check; returns its message ID.
+
+        Not part of the `BatchQueue` port: the demo and the tests use it to queue malformed messages.
+        """
         message_id = await self._db.write(partial(_insert, batch_id=None, body=body, now=self._clock.time()))
         log.info("queue.put_raw", message_id=message_id)
         return message_id
@@ -68,13 +78,22 @@ class SqliteQueue:
         await self._db.write(partial(_delete, message_id=claim.message_id))
         log.info("queue.acked", message_id=claim.message_id)
 
-    async def nack(self, claim: Claim, delay_seconds: float) -> None:
-        """Hand the message back, visible again after `delay_seconds`; a no-op if the claim was lost."""
+    async def nack(self, claim: Claim, delay_seconds: float, *, handback: bool = True) -> None:
+        """Hand the message back, visible again after `delay_seconds`; a no-op if the claim was lost.
+
+        Only a `handback` is counted in `handbacks`; a failed attempt stays an unfinished delivery.
+        """
         visible_at = self._clock.time() + max(0.0, delay_seconds)
         moved = await self._db.write(
-            partial(_move_visibility, claim=claim, visible_at=visible_at, keep=False)
+            partial(_move_visibility, claim=claim, visible_at=visible_at, keep=False, handback=handback)
         )
-        log.info("queue.nacked", message_id=claim.message_id, delay_seconds=delay_seconds, applied=moved)
+        log.info(
+            "queue.nacked",
+            message_id=claim.message_id,
+            delay_seconds=delay_seconds,
+            handback=handback,
+            applied=moved,
+        )
 
     async def dead_letter(self, claim: Claim, reason: str) -> None:
         """Move the message to the dead letters with the reason; a no-op if the claim was lost."""
@@ -113,15 +132,17 @@ def _insert(conn: sqlite3.Connection, *, batch_id: str | None, body: str, now: f
     return str(cursor.lastrowid)
 
 
-def _put(conn: sqlite3.Connection, *, batch_id: str, body: str, now: float) -> bool:
+def _put(conn: sqlite3.Connection, *, batch_id: str, body: str, identity: str, now: float) -> PutResult:
     cursor = conn.execute(
-        "INSERT INTO accepted_batches (batch_id, accepted_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        (batch_id, now),
+        "INSERT INTO accepted_batches (batch_id, accepted_at, identity) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (batch_id, now, identity),
     )
     if cursor.rowcount == 0:
-        return False
+        row = conn.execute("SELECT identity FROM accepted_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return PutResult(accepted=False, identity=row[0])
     _insert(conn, batch_id=batch_id, body=body, now=now)
-    return True
+    return PutResult(accepted=True)
 
 
 def _claim(conn: sqlite3.Connection, *, consumer: str, now: float, until: float) -> Claim | None:
@@ -139,13 +160,26 @@ def _claim(conn: sqlite3.Connection, *, consumer: str, now: float, until: float)
     )
 
 
-def _move_visibility(conn: sqlite3.Connection, *, claim: Claim, visible_at: float, keep: bool) -> bool:
-    """Set when the message shows again, only if `claim` is still the latest claim on it."""
+def _move_visibility(
+    conn: sqlite3.Connection, *, claim: Claim, visible_at: float, keep: bool, handback: bool = False
+) -> bool:
+    """Set when the message shows again, only if `claim` is still the latest claim on it.
+
+    `keep` keeps the claim (an extended lease); otherwise the message is released, counted in
+    `handbacks` when it is a `handback`.
+    """
     cursor = conn.execute(
         "UPDATE messages SET visible_at = ?, consumer = CASE WHEN ? THEN consumer END, "
-        "handbacks = handbacks + CASE WHEN ? THEN 0 ELSE 1 END "
+        "handbacks = handbacks + ? "
         "WHERE id = ? AND deliveries = ? AND consumer = ?",
-        (visible_at, keep, keep, _row_id(claim.message_id), claim.deliveries, claim.consumer),
+        (
+            visible_at,
+            keep,
+            int(handback and not keep),
+            _row_id(claim.message_id),
+            claim.deliveries,
+            claim.consumer,
+        ),
     )
     return cursor.rowcount == 1
 

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from support import free_port
 
 from exporter.adapters.redis import open_redis
 from exporter.adapters.sqlite import open_sqlite
@@ -64,6 +66,8 @@ class Contract:
     short: float  # a lease or delay long enough to hold during a few calls, short enough to wait out
     real_time: bool  # the backend may read the server's clock: elapse() must also really wait
     open_peer: Callable[[], AbstractAsyncContextManager[Any]]  # a second handle on the same store
+    # a handle whose store cannot be reached (closed, or nothing listening): its calls raise StoreUnavailable
+    open_unreachable: Callable[[], AbstractAsyncContextManager[Any]] | None = None
 
     async def elapse(self, seconds: float) -> None:
         """Let `seconds` pass for the backend (manual clock, plus a real wait when it reads its own)."""
@@ -79,8 +83,14 @@ async def _sqlite(path: Path, clock: ManualClock) -> AsyncIterator[Contract]:
         async with open_sqlite(path, clock=clock) as other:
             yield other
 
+    @asynccontextmanager
+    async def closed() -> AsyncIterator[Any]:
+        async with open_sqlite(path, clock=clock) as other:
+            pass
+        yield other  # closed when its block ended: nothing it holds can reach the file any more
+
     async with open_sqlite(path, clock=clock) as backend:
-        yield Contract("sqlite", backend.queue, backend.ledger, clock, 30.0, False, peer)
+        yield Contract("sqlite", backend.queue, backend.ledger, clock, 30.0, False, peer, closed)
 
 
 async def _delete_keys(prefix: str) -> None:
@@ -106,14 +116,39 @@ async def _redis(clock: ManualClock) -> AsyncIterator[Contract]:
         )
         return opened
 
+    def unreachable() -> AbstractAsyncContextManager[Any]:
+        opened: AbstractAsyncContextManager[Any] = open_redis(
+            url=f"redis://127.0.0.1:{free_port()}/15",  # nothing listens there
+            key_prefix=prefix,
+            consumer_group="test",
+            clock=clock,
+            unavailable_after=0.3,
+        )
+        return opened
+
     try:
         async with connect() as backend:
             try:
-                yield Contract("redis", backend.queue, backend.ledger, clock, 0.5, True, connect)
+                yield Contract("redis", backend.queue, backend.ledger, clock, 0.5, True, connect, unreachable)
             finally:
                 await backend.purge()
     finally:
         await _delete_keys(prefix)
+
+
+@asynccontextmanager
+async def _fakes(clock: ManualClock) -> AsyncIterator[Contract]:
+    """The in-memory fakes of the unit tests; only their ledger is held to the contract (`ledger_backend`)."""
+    from fakes import FakeLedger, FakeQueue
+    from fakes import ManualClock as FakeClock
+
+    stores = SimpleNamespace(queue=FakeQueue(FakeClock()), ledger=FakeLedger(clock))
+
+    @asynccontextmanager
+    async def peer() -> AsyncIterator[Any]:
+        yield stores
+
+    yield Contract("fake", stores.queue, stores.ledger, clock, 30.0, False, peer)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -122,4 +157,17 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     clock = ManualClock()
     opened = _sqlite(tmp_path / "exporter.db", clock) if request.param == "sqlite" else _redis(clock)
     async with opened as contract:
+        yield contract
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis), "fake"])
+async def ledger_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Contract]:
+    """The ledger contract runs on FakeLedger too: the unit tests of the pipeline rely on it keeping it."""
+    clock = ManualClock()
+    openers = {
+        "sqlite": lambda: _sqlite(tmp_path / "exporter.db", clock),
+        "redis": lambda: _redis(clock),
+        "fake": lambda: _fakes(clock),
+    }
+    async with openers[request.param]() as contract:
         yield contract

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from exporter.ports import BatchQueue, Claim
+import pytest
+
+from exporter.errors import StoreUnavailable
+from exporter.ports import BatchQueue, Claim, PutResult
 
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not importable at run time
+    from exporter.adapters.redis_queue import RedisQueue
+    from exporter.adapters.sqlite_queue import SqliteQueue
     from tests.contract.conftest import Contract
 
 
@@ -19,7 +24,7 @@ async def _claim(contract: Contract, consumer: str = "worker-a") -> Claim:
 
 async def test_put_then_claim_hands_over_body_and_first_delivery(backend: Contract) -> None:
     """A put message is claimed with its body, delivery count 1 and the claiming consumer."""
-    assert await backend.queue.put("batch-1", '{"batch_id": "batch-1"}') is True
+    assert await backend.queue.put("batch-1", '{"batch_id": "batch-1"}') == PutResult(accepted=True)
     claim = await _claim(backend, "worker-a")
     assert claim.body == '{"batch_id": "batch-1"}'
     assert claim.deliveries == 1
@@ -34,19 +39,40 @@ async def test_claim_on_empty_queue_returns_none(backend: Contract) -> None:
 
 async def test_put_is_idempotent_on_batch_id_even_after_ack(backend: Contract) -> None:
     """A second put of a batch ID adds nothing, also once the first message was acked."""
-    assert await backend.queue.put("batch-1", "first") is True
-    assert await backend.queue.put("batch-1", "second") is False
+    assert (await backend.queue.put("batch-1", "first")).accepted is True
+    assert (await backend.queue.put("batch-1", "second")).accepted is False
     assert await backend.queue.depth() == 1
     await backend.queue.ack(await _claim(backend))
-    assert await backend.queue.put("batch-1", "third") is False
+    assert (await backend.queue.put("batch-1", "third")).accepted is False
     assert await backend.queue.depth() == 0
     assert await backend.queue.claim("worker-a", backend.short) is None
 
 
+async def test_a_repeated_put_answers_the_identity_of_the_first(backend: Contract) -> None:
+    """The identity stored with an accepted batch ID comes back to every later put of that ID, whatever
+    that put carries, so the caller tells a harmless repeat from a reused ID."""
+    first = '{"jobs": "1-3", "obs_dir": "b/x"}'
+    assert await backend.queue.put("batch-1", "body", identity=first) == PutResult(accepted=True)
+    assert await backend.queue.put("batch-1", "body", identity=first) == PutResult(False, first)
+    other = await backend.queue.put("batch-1", "other body", identity='{"jobs": "4", "obs_dir": "b/y"}')
+    assert other == PutResult(accepted=False, identity=first)
+    await backend.queue.ack(await _claim(backend))
+    assert await backend.queue.put("batch-1", "body") == PutResult(accepted=False, identity=first)
+    assert await backend.queue.depth() == 0
+
+
+async def test_a_batch_id_accepted_without_identity_answers_an_empty_one(backend: Contract) -> None:
+    """A batch put without an identity (as every put before identities) answers "" to a later put."""
+    assert (await backend.queue.put("batch-1", "body")).accepted is True
+    assert await backend.queue.put("batch-1", "body", identity='{"jobs": "1"}') == PutResult(False, "")
+    assert await backend.queue.depth() == 1
+
+
 async def test_put_raw_skips_the_batch_id_check(backend: Contract) -> None:
-    """put_raw enqueues the same body twice under two distinct message IDs."""
-    first = await backend.queue.put_raw("not json at all")
-    second = await backend.queue.put_raw("not json at all")
+    """put_raw (an adapter method, not part of the port) enqueues the same body twice, two message IDs."""
+    adapter = cast("SqliteQueue | RedisQueue", backend.queue)
+    first = await adapter.put_raw("not json at all")
+    second = await adapter.put_raw("not json at all")
     assert first != second
     assert await backend.queue.depth() == 2
     claimed = {(await _claim(backend)).message_id, (await _claim(backend)).message_id}
@@ -56,7 +82,7 @@ async def test_put_raw_skips_the_batch_id_check(backend: Contract) -> None:
 async def test_claims_come_oldest_first(backend: Contract) -> None:
     """Messages are handed out in the order they were put."""
     for number in range(5):
-        assert await backend.queue.put(f"batch-{number}", f"body-{number}")
+        assert (await backend.queue.put(f"batch-{number}", f"body-{number}")).accepted
     bodies = [(await _claim(backend)).body for _ in range(5)]
     assert bodies == [f"body-{number}" for number in range(5)]
 
@@ -133,6 +159,32 @@ async def test_nacks_are_counted_apart_from_unfinished_deliveries(backend: Contr
         await backend.queue.nack(claim, 0)
 
 
+async def test_a_failed_attempt_counts_as_an_unfinished_delivery(backend: Contract) -> None:
+    """nack(handback=False) brings the message back after its delay without counting a hand-back, so
+    `unfinished_deliveries` grows with every failed attempt, as it would after crashes."""
+    await backend.queue.put("batch-1", "body")
+    claim = await _claim(backend, "worker-a")
+    await backend.queue.nack(claim, 0)
+    for round_number in range(2, 5):
+        claim = await _claim(backend, "worker-a")
+        assert (claim.deliveries, claim.handbacks) == (round_number, 1)
+        assert claim.unfinished_deliveries == round_number - 1
+        await backend.queue.nack(claim, 0, handback=False)
+    claim = await _claim(backend, "worker-b")
+    assert (claim.deliveries, claim.handbacks, claim.unfinished_deliveries) == (5, 1, 4)
+
+
+async def test_a_failed_attempt_waits_out_its_delay(backend: Contract) -> None:
+    """A message nacked as a failed attempt stays hidden for the delay, like a hand-back."""
+    await backend.queue.put("batch-1", "body")
+    claim = await _claim(backend, "worker-a")
+    await backend.queue.nack(claim, backend.short, handback=False)
+    assert await backend.queue.claim("worker-b", backend.short) is None
+    await backend.elapse(backend.short * 1.5)
+    again = await _claim(backend, "worker-b")
+    assert (again.message_id, again.deliveries, again.handbacks) == (claim.message_id, 2, 0)
+
+
 async def test_nack_without_delay_makes_the_message_visible_at_once(backend: Contract) -> None:
     """nack(0) hands the message straight back to the next claimer."""
     await backend.queue.put("batch-1", "body")
@@ -202,9 +254,19 @@ async def test_requeue_of_unknown_dead_letter_returns_false(backend: Contract) -
     assert await backend.queue.depth() == 0
 
 
-async def test_ping_succeeds_on_a_healthy_backend(backend: Contract) -> None:
-    """ping() returns quietly when the store is reachable."""
-    await backend.queue.ping()
+async def test_ping_answers_while_the_store_is_reachable_and_raises_once_it_is_not(
+    backend: Contract,
+) -> None:
+    """ping() returns None on a healthy store (ours and a second handle on it), and raises
+    StoreUnavailable from a handle whose store cannot be reached (closed, or nothing listening)."""
+    assert await backend.queue.ping() is None
+    async with backend.open_peer() as peer:
+        assert await peer.queue.ping() is None
+    assert backend.open_unreachable is not None
+    async with backend.open_unreachable() as gone:
+        with pytest.raises(StoreUnavailable):
+            await gone.queue.ping()
+    assert await backend.queue.ping() is None
 
 
 async def test_two_handles_never_claim_the_same_message(backend: Contract) -> None:

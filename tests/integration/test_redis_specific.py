@@ -9,6 +9,7 @@ takeover from a dead consumer, retried scripts, concurrent replicas on one ledge
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import shutil
 import subprocess
@@ -27,11 +28,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from support import free_port
 
 from exporter.adapters.redis import RedisBackend, client_name, open_redis
-from exporter.adapters.redis_ledger import chunk_share
+from exporter.adapters.redis_connection import RedisConnection, connect
+from exporter.adapters.redis_limiter import RedisRateLimiter
 from exporter.app import open_runtime
-from exporter.errors import StoreUnavailable
-from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, Segment, Totals
-from exporter.ports import Claim
+from exporter.clock import SystemClock
+from exporter.errors import NotFound, StoreUnavailable
+from exporter.models import (
+    BatchInfo,
+    BatchRequest,
+    BatchState,
+    ChunkRecord,
+    ChunkState,
+    ChunkTally,
+    ErrorInfo,
+    Segment,
+    Totals,
+)
+from exporter.ports import Claim, PutResult
 from exporter.submission import submit_batch
 
 pytestmark = pytest.mark.redis
@@ -164,22 +177,52 @@ async def test_pause_from_one_client_holds_every_client(prefix: str) -> None:
     assert 0.45 < waited < 2.0
 
 
-async def test_pause_during_a_wait_sends_the_caller_behind_it(
-    backend: RedisBackend, admin: Redis, prefix: str
-) -> None:
+async def test_pause_during_a_wait_sends_the_caller_behind_it(backend: RedisBackend) -> None:
     """A caller sleeping towards its slot when a pause begins goes after the pause, not at its old slot."""
     limiter = backend.limiter(rate=2.0)
     await limiter.acquire()
-    tat_key = f"{prefix}:limiter:tat"
-    first_tat = await admin.get(tat_key)
     waiting = asyncio.create_task(limiter.acquire())
-    deadline = time.monotonic() + 10
-    while await admin.get(tat_key) == first_tat:  # until the caller holds its slot, 0.5 s ahead
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)  # it asked, was told "0.5 s from the first slot", and sleeps towards that
+    assert "waiting=1" in repr(limiter)
     await backend.limiter(rate=2.0).pause(1.2)
     waited = await asyncio.wait_for(waiting, timeout=10)
     assert waited > 1.0
+
+
+class LateClock(SystemClock):
+    """The real clock on a lagging event loop: every sleep ends `lag` seconds after it was due."""
+
+    def __init__(self, lag: float) -> None:
+        self.lag = lag
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) + self.lag)
+
+
+async def test_limiter_keeps_granting_slots_when_every_wake_up_is_late(prefix: str) -> None:
+    """At 1000/s with every sleep ending 3 ms late (three intervals), 16 callers still get slots, and no
+    second sees more than the rate."""
+    granted: list[float] = []
+
+    async def caller(limiter: RedisRateLimiter) -> None:
+        while True:
+            await limiter.acquire()
+            granted.append(time.monotonic())
+
+    late = LateClock(0.003)
+    async with open_redis(REDIS_URL, key_prefix=prefix, consumer_group=GROUP, clock=late) as backend:
+        try:
+            limiter = backend.limiter(rate=1000.0)
+            callers = [asyncio.create_task(caller(limiter)) for _ in range(16)]
+            await asyncio.wait(callers, timeout=0.5)
+            for task in callers:
+                task.cancel()
+            await asyncio.gather(*callers, return_exceptions=True)
+        finally:
+            await backend.purge()
+    assert len(granted) >= 40  # one grant per late wake-up at least; re-reserving gave about one in all
+    granted.sort()
+    assert max(bisect.bisect_left(granted, t + 1.0) - i for i, t in enumerate(granted)) <= 1000 + 1
 
 
 async def test_limiter_rejects_impossible_settings(backend: RedisBackend) -> None:
@@ -224,8 +267,9 @@ async def test_killed_connection_recovers_for_ledger_and_limiter(
     """After CLIENT KILL the next ledger, limiter and ping calls reconnect by themselves."""
     assert await backend.ledger.create_batch(_batch(), _chunks(3))
     assert await _kill_connections(admin, prefix) > 0
-    chunk = (await backend.ledger.open_chunks("batch-1"))[0]
-    await backend.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.EXPORTED}))
+    chunk = await backend.ledger.get_chunk("batch-1", 0)
+    assert chunk is not None
+    assert await backend.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.EXPORTED}), chunk)
     await _kill_connections(admin, prefix)
     await backend.limiter(rate=50.0).acquire()
     await _kill_connections(admin, prefix)
@@ -253,6 +297,21 @@ async def test_unreachable_redis_raises_store_unavailable_in_bounded_time(prefix
             await acquiring
 
 
+async def test_limiter_gives_up_on_an_unreachable_redis_without_granting_a_slot(prefix: str) -> None:
+    """Asking again with jittered backoff is bounded: after `give_up_after` the caller gets
+    StoreUnavailable, never a slot."""
+    url = f"redis://127.0.0.1:{free_port()}/15"
+    conn = RedisConnection(client=connect(url), prefix=prefix, unavailable_after=0.2)
+    try:
+        limiter = RedisRateLimiter(conn, rate=10.0, give_up_after=0.8)
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no rate-limiter slot"):
+            await limiter.acquire()
+        assert time.monotonic() - began < 0.8 + 2  # it stops rather than sleep past the 0.8 s
+    finally:
+        await conn.client.aclose()
+
+
 # --- queue -------------------------------------------------------------------------------------------
 
 
@@ -276,12 +335,55 @@ async def test_poison_message_parked_after_max_deliveries(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     [letter] = await backend.queue.dead_letters()
-    assert letter.reason == "poison: delivered 3 times without finishing"
+    assert letter.reason == (
+        "delivered 3 times without finishing (besides 4 deliberate hand-backs): "
+        "each delivery ended without an answer (the process died, or lost its lease)"
+    )
     assert letter.body == '{"boom": true}'
     assert letter.deliveries == 7
     assert await backend.queue.depth() == 0
     assert (await admin.xpending(f"{prefix}:queue:stream", GROUP))["pending"] == 0
     assert await admin.hlen(f"{prefix}:queue:handbacks") == 0
+
+
+async def _parked_reason(backend: RedisBackend) -> str:
+    """The reason of the one dead letter, once a claim has parked it (bounded in time)."""
+    deadline = time.monotonic() + 10
+    while not await backend.queue.dead_letters():
+        assert await backend.queue.claim("worker-x", 0.05) is None
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    [letter] = await backend.queue.dead_letters()
+    return letter.reason
+
+
+async def test_failed_attempts_park_a_message_with_a_reason_that_says_so(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """Attempts handed back as failures (nack with handback=False) count towards max_deliveries (3),
+    and the reason tells them apart from deliveries that ended without an answer."""
+    await backend.queue.put("failing", "body")
+    for _ in range(3):
+        await backend.queue.nack(await _poll_claim(backend, "worker", lease=30), 0, handback=False)
+    assert await _parked_reason(backend) == (
+        "delivered 3 times without finishing: each attempt failed (handed back as a failure)"
+    )
+    assert await admin.hlen(f"{prefix}:queue:failures") == 0
+
+    await backend.queue.put("mixed", "body")
+    await backend.queue.nack(await _poll_claim(backend, "worker", lease=30), 0, handback=False)
+    await _poll_claim(backend, "worker", lease=0.05)  # its lease runs out: no answer
+    await _poll_claim(backend, "worker", lease=0.05)
+    dead_letters = await backend.queue.dead_letters()
+    while len(dead_letters) < 2:
+        assert await backend.queue.claim("worker-x", 0.05) is None
+        await asyncio.sleep(0.02)
+        dead_letters = await backend.queue.dead_letters()
+    assert dead_letters[1].reason == (
+        "delivered 3 times without finishing: 1 attempt failed (handed back as failures), "
+        "2 deliveries ended without an answer (the process died, or lost its lease)"
+    )
+    assert "poison" not in " ".join(letter.reason for letter in dead_letters)
 
 
 async def test_dead_consumer_is_taken_over_and_its_claim_fenced_off(prefix: str, admin: Redis) -> None:
@@ -372,10 +474,22 @@ async def test_put_retried_after_lost_answer_still_reports_accepted(
 ) -> None:
     """A put re-sent with the same token is told it was accepted (by itself), and enqueues nothing more."""
     monkeypatch.setattr("exporter.adapters.redis_queue._token", lambda: "fixed-token")
-    assert await backend.queue.put("b1", "body")
-    assert await backend.queue.put("b1", "body")
+    assert await backend.queue.put("b1", "body", identity="first") == PutResult(accepted=True)
+    assert await backend.queue.put("b1", "body", identity="first") == PutResult(accepted=True)
     monkeypatch.setattr("exporter.adapters.redis_queue._token", lambda: "another-token")
-    assert not await backend.queue.put("b1", "body")
+    assert await backend.queue.put("b1", "body", identity="second") == PutResult(False, "first")
+    assert await backend.queue.depth() == 1
+
+
+async def test_identities_live_beside_the_accepted_tokens(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """The identity is kept in `queue:identities` by batch ID; a batch accepted before identities (a
+    token in `queue:accepted` only) answers an empty identity."""
+    assert (await backend.queue.put("b1", "body", identity='{"jobs": "1"}')).accepted
+    assert await admin.hget(f"{prefix}:queue:identities", "b1") == '{"jobs": "1"}'
+    await admin.hset(f"{prefix}:queue:accepted", "old", "token-of-an-older-exporter")
+    assert await backend.queue.put("old", "body", identity='{"jobs": "2"}') == PutResult(False, "")
     assert await backend.queue.depth() == 1
 
 
@@ -385,9 +499,9 @@ async def test_put_retried_after_lost_answer_still_reports_accepted(
 def _recount(chunks: list[ChunkRecord]) -> Totals:
     totals = Totals(jobs=sum(len(chunk.job_ids) for chunk in chunks), chunks=len(chunks))
     for chunk in chunks:
-        share = chunk_share(chunk)
-        for name in ("verified", "failed", "pending", "exported", "chunks_verified", "chunks_failed"):
-            setattr(totals, name, getattr(totals, name) + getattr(share, name))
+        tally = ChunkTally.of_chunk(chunk)
+        for name in ChunkTally.FIELDS:
+            setattr(totals, name, getattr(totals, name) + getattr(tally, name))
     return totals
 
 
@@ -409,30 +523,56 @@ def _final_state(chunk: ChunkRecord) -> ChunkRecord:
 
 
 async def test_totals_equal_chunk_states_under_concurrent_replicas(prefix: str) -> None:
-    """Two replicas saving chunks concurrently (each save twice, as a retry would) keep every total equal to
-    the sum over the chunk states."""
+    """Two replicas saving chunks concurrently (the final save twice, as a retried call would) keep every
+    total equal to the sum over the chunk states."""
     async with AsyncExitStack() as stack:
         first, second = await _replicas(stack, prefix, 2)
         try:
             assert await first.ledger.create_batch(_batch(), _chunks(120))
-            chunks = await first.ledger.open_chunks("batch-1")
+            chunks = [chunk async for chunk in first.ledger.chunks("batch-1")]
 
             async def work(replica: RedisBackend, mine: list[ChunkRecord]) -> None:
                 for chunk in mine:
-                    await replica.ledger.save_chunk(chunk.model_copy(update={"state": ChunkState.EXPORTED}))
-                    await replica.ledger.save_chunk(_final_state(chunk))
-                    await replica.ledger.save_chunk(_final_state(chunk))
+                    exported = chunk.model_copy(update={"state": ChunkState.EXPORTED})
+                    assert await replica.ledger.save_chunk(exported, chunk)
+                    assert await replica.ledger.save_chunk(_final_state(chunk), exported)
+                    assert await replica.ledger.save_chunk(_final_state(chunk), exported)
 
             await asyncio.gather(work(first, chunks[0::2]), work(second, chunks[1::2]))
             batch = await second.ledger.get_batch("batch-1")
             stored = [chunk async for chunk in second.ledger.chunks("batch-1")]
-            open_indexes = [chunk.index for chunk in await first.ledger.open_chunks("batch-1")]
         finally:
             await first.purge()
     assert batch is not None
     assert batch.totals == _recount(stored)
     assert batch.totals.verified == 30 * 10 + 30 * 5
-    assert open_indexes == [chunk.index for chunk in stored if chunk.index % 4 == 3]
+    assert [chunk.index for chunk in stored if not chunk.state.terminal] == list(range(3, 120, 4))
+
+
+async def test_replicas_racing_for_every_chunk_store_one_save_each(prefix: str) -> None:
+    """Three replicas try to move every pending chunk at once: each chunk takes exactly one of the saves,
+    and the totals count each chunk once."""
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, prefix, 3)
+        try:
+            assert await replicas[0].ledger.create_batch(_batch(), _chunks(60))
+            planned = [chunk async for chunk in replicas[0].ledger.chunks("batch-1")]
+
+            async def race(number: int, replica: RedisBackend) -> list[bool]:
+                marker = ErrorInfo(code="WON", message=str(number))
+                mine = {"state": ChunkState.EXPORTED, "attempts": 1, "error": marker}
+                return [await replica.ledger.save_chunk(c.model_copy(update=mine), c) for c in planned]
+
+            outcomes = await asyncio.gather(*(race(n, r) for n, r in enumerate(replicas)))
+            stored = [chunk async for chunk in replicas[1].ledger.chunks("batch-1")]
+            batch = await replicas[2].ledger.get_batch("batch-1")
+        finally:
+            await replicas[0].purge()
+    for chunk in stored:
+        wins = [number for number, won in enumerate(outcomes) if won[chunk.index]]
+        assert chunk.error is not None and [chunk.error.message] == [str(n) for n in wins]
+    assert batch is not None
+    assert batch.totals == _recount(stored) == Totals(jobs=600, chunks=60, exported=60)
 
 
 async def test_racing_creates_make_one_batch_and_keep_progress(prefix: str, admin: Redis) -> None:
@@ -444,19 +584,23 @@ async def test_racing_creates_make_one_batch_and_keep_progress(prefix: str, admi
             created = await asyncio.gather(
                 *(r.ledger.create_batch(_batch(), _chunks(2000)) for r in replicas)
             )
-            first = (await replicas[0].ledger.open_chunks("batch-1"))[0]
-            await replicas[0].ledger.save_chunk(first.model_copy(update={"state": ChunkState.VERIFIED}))
+            first = await replicas[0].ledger.get_chunk("batch-1", 0)
+            assert first is not None
+            verified = first.model_copy(update={"state": ChunkState.VERIFIED})
+            assert await replicas[0].ledger.save_chunk(verified, first)
             assert not await replicas[1].ledger.create_batch(_batch(), _chunks(2000))
             kept = [chunk async for chunk in replicas[2].ledger.chunks("batch-1")]
             staging = [key async for key in admin.scan_iter(match=f"{prefix}:ledger:staging:*")]
-            expiring = [await admin.ttl(f"{prefix}:ledger:{kind}:batch-1") for kind in ("chunks", "open")]
+            expiring = await admin.ttl(f"{prefix}:ledger:chunks:batch-1")
+            open_index = await admin.exists(f"{prefix}:ledger:open:batch-1")
         finally:
             await replicas[0].purge()
     assert sorted(created) == [False, False, True]
     assert len(kept) == 2000
     assert kept[0].state is ChunkState.VERIFIED
     assert staging == []
-    assert expiring == [-1, -1]  # the staging keys' expiry must not follow them into place
+    assert expiring == -1  # the staging key's expiry must not follow it into place
+    assert open_index == 0  # no index of open chunks any more: nothing reads it
 
 
 async def test_ten_thousand_chunks_are_created_quickly(backend: RedisBackend) -> None:
@@ -470,13 +614,53 @@ async def test_ten_thousand_chunks_are_created_quickly(backend: RedisBackend) ->
     assert elapsed < 5.0
 
 
-async def test_saving_an_unplanned_chunk_is_refused(backend: RedisBackend) -> None:
-    """A chunk index the batch never planned would corrupt the totals, so it is refused loudly."""
-    assert await backend.ledger.create_batch(_batch(), _chunks(2))
-    with pytest.raises(LookupError):
-        await backend.ledger.save_chunk(ChunkRecord(batch_id="batch-1", index=7, job_ids=[1]))
-    with pytest.raises(LookupError):
-        await backend.ledger.save_chunk(ChunkRecord(batch_id="other", index=0, job_ids=[1]))
+async def test_a_batch_written_by_the_previous_layout_reads_and_saves(
+    backend: RedisBackend, admin: Redis, prefix: str
+) -> None:
+    """Keys as the previous version wrote them (a `created_at` field, an `ledger:open:<b>` set, recorded
+    shares) still read, save and fail as today's do; the old open set is left alone."""
+    key = f"{prefix}:ledger"
+    info = {"batch_id": "old", "project_id": "p1", "obs_dir": "b", "campaign": None, "chunk_size": 1}
+    info |= {"duplicates_dropped": 0, "created_at": 5.0}
+    counters = {"jobs": 2, "chunks": 2, "pending": 1, "exported": 1, "verified": 0, "failed": 0}
+    await admin.hset(
+        f"{key}:batch:old",
+        mapping={"token": "t", "info": json.dumps(info), "state": "running", "created_at": "5.0"}
+        | {"updated_at": "6.0", "chunks_verified": 0, "chunks_failed": 0, **counters},
+    )
+    exported = ChunkRecord(batch_id="old", index=1, job_ids=[2], state=ChunkState.EXPORTED)
+    pending = ChunkRecord(batch_id="old", index=0, job_ids=[1])
+    await admin.hset(
+        f"{key}:chunks:old", mapping={"0": pending.model_dump_json(), "1": exported.model_dump_json()}
+    )
+    await admin.hset(f"{key}:share:old", "1", "0,0,0,1,0,0")
+    await admin.zadd(f"{key}:open:old", {"0": 0, "1": 1})
+    await admin.zadd(f"{key}:batches", {"old": 5.0})
+    verified = exported.model_copy(update={"state": ChunkState.VERIFIED})
+    assert await backend.ledger.save_chunk(verified, exported)
+    error = ErrorInfo(code="DLI.0403", message="refused")
+    await backend.ledger.set_batch_state("old", BatchState.FAILED, error)
+    batch = await backend.ledger.get_batch("old")
+    assert batch is not None
+    assert (batch.state, batch.error, batch.created_at) == (BatchState.FAILED, error, 5.0)
+    assert batch.totals == Totals(jobs=2, chunks=2, pending=1, verified=1, chunks_verified=1)
+    assert [b.batch_id for b in await backend.ledger.list_batches()] == ["old"]
+    assert await admin.zcard(f"{key}:open:old") == 2
+
+
+async def test_a_retried_save_script_reads_as_saved(backend: RedisBackend) -> None:
+    """The script run twice with the same arguments (redis-py re-sends it after a lost answer): the second
+    run finds its own record and answers saved, so a landed save is never reported as refused."""
+    assert await backend.ledger.create_batch(_batch(), _chunks(1))
+    pending = await backend.ledger.get_chunk("batch-1", 0)
+    assert pending is not None
+    verified = pending.model_copy(update={"state": ChunkState.VERIFIED, "attempts": 1})
+    assert await backend.ledger.save_chunk(verified, pending)
+    assert await backend.ledger.save_chunk(verified, pending)
+    with pytest.raises(NotFound):
+        await backend.ledger.save_chunk(verified.model_copy(update={"index": 1}), pending)
+    batch = await backend.ledger.get_batch("batch-1")
+    assert batch is not None and batch.totals == Totals(jobs=10, chunks=1, verified=10, chunks_verified=1)
 
 
 async def test_chunk_ownership_expires_with_its_ttl(backend: RedisBackend) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import itertools
+import math
 
 import pytest
 from fakes import ManualClock, VirtualClock
@@ -24,10 +27,8 @@ async def admitted_times(limiter: LocalRateLimiter, clock: VirtualClock, count: 
 
 
 def max_in_window(times: list[float], window: float) -> int:
-    best = 0
-    for i, start in enumerate(times):
-        best = max(best, sum(1 for t in times[i:] if t < start + window))
-    return best
+    """The most releases in any half-open window [t, t + window) of sorted `times`."""
+    return max((bisect.bisect_left(times, start + window) - i for i, start in enumerate(times)), default=0)
 
 
 async def test_requests_are_spaced_evenly() -> None:
@@ -78,10 +79,10 @@ def test_repr_shows_live_state() -> None:
     assert "rate=10.000/s" in repr(LocalRateLimiter(10, 1, ManualClock()))
 
 
-async def released_after_a_stall(callers: int, stall: float) -> tuple[list[float], float]:
-    """Release times of `callers` that reserved slots just before the loop was blocked for `stall` s."""
+async def released_after_a_stall(callers: int, stall: float, burst: int = 1) -> tuple[list[float], float]:
+    """Release times of `callers` that were waiting for slots when the loop was blocked for `stall` s."""
     clock = VirtualClock()
-    limiter = LocalRateLimiter(10, 1, clock)
+    limiter = LocalRateLimiter(10, burst, clock)
     released: list[float] = []
 
     async def one() -> None:
@@ -91,7 +92,7 @@ async def released_after_a_stall(callers: int, stall: float) -> tuple[list[float
     async with clock.running():
         tasks = [asyncio.create_task(one()) for _ in range(callers)]
         await asyncio.sleep(0)
-        stalled_until = clock.now = clock.now + stall  # every reserved slot passed while the loop was busy
+        stalled_until = clock.now = clock.now + stall  # every expected slot passed while the loop was busy
         await asyncio.gather(*tasks)
     return sorted(released), stalled_until
 
@@ -106,3 +107,90 @@ async def test_slots_missed_during_a_stall_are_not_caught_up() -> None:
     """After the loop was blocked for a second, callers take new slots: the rate after a stall stays R."""
     released, stalled_until = await released_after_a_stall(25, 1.0)
     assert max_in_window([t for t in released if t >= stalled_until], 1.0) <= 10 + 1
+
+
+async def test_a_stall_never_lets_more_than_burst_out_at_once() -> None:
+    """With burst 3, the callers a one-second stall left waiting leave three at once, then one a slot."""
+    released, stalled_until = await released_after_a_stall(12, 1.0, burst=3)
+    after = [t for t in released if t >= stalled_until]
+    assert max_in_window(after, 0.1) <= 3
+    assert max_in_window(after, 1.0) <= 10 + 3
+
+
+class LaggingLoop(VirtualClock):
+    """Virtual time on an event loop that another task blocks for `block` seconds in every turn.
+
+    As on a real loop, the timers due at the start of a turn fire, then the blocker runs first, then the
+    woken tasks: every wake-up (a timer, a lock handed over) runs at least `block` after it was due.
+    """
+
+    def __init__(self, block: float) -> None:
+        super().__init__()
+        self.block = block
+
+    async def _drive(self) -> None:
+        while True:
+            while self._sleepers and self._sleepers[0][0] <= self.now:
+                _, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    future.set_result(None)
+            self.now += self.block
+            await asyncio.sleep(0)
+
+
+async def releases_for(
+    limiter: LocalRateLimiter, clock: VirtualClock, callers: int, seconds: float
+) -> list[float]:
+    """Release times of `callers` tasks acquiring back to back for `seconds` of virtual time."""
+    released: list[float] = []
+
+    async def caller() -> None:
+        while True:
+            await limiter.acquire()
+            released.append(clock.now)
+
+    async with clock.running():
+        end = clock.now + seconds
+        tasks = [asyncio.create_task(caller()) for _ in range(callers)]
+        await clock.sleep(seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return sorted(t for t in released if t < end)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "at_least"),
+    [(1000, 1, 300), (1000, 4, 800), (100, 1, 99)],
+)
+async def test_a_lagging_loop_slows_callers_down_but_never_starves_them(
+    rate: int, burst: int, at_least: int
+) -> None:
+    """With the loop blocked 3 ms in every turn, 16 callers still get slots (at 1000/s and burst 1,
+    about one a turn; at 100/s all of them) and never more than rate + burst in a second."""
+    clock = LaggingLoop(block=0.003)
+    released = await releases_for(LocalRateLimiter(rate, burst, clock), clock, callers=16, seconds=1.0)
+    assert len(released) >= at_least
+    assert max_in_window(released, 1.0) <= rate + burst
+
+
+async def test_an_idle_loop_gets_the_full_rate() -> None:
+    """On a loop with nothing else to do, 16 callers at 1000/s get their 1000 slots a second."""
+    clock = VirtualClock()
+    released = await releases_for(LocalRateLimiter(1000, 1, clock), clock, callers=16, seconds=1.0)
+    assert len(released) >= 999
+    assert max_in_window(released, 1.0) <= 1000 + 1
+
+
+@pytest.mark.parametrize("burst", [1, 4])
+@pytest.mark.parametrize("block", [0.0005, 0.0015, 0.004, 0.009])
+async def test_no_window_sees_more_than_rate_plus_burst_however_the_loop_lags(
+    block: float, burst: int
+) -> None:
+    """Whatever the lag, any window of W seconds (half a slot to a second) holds at most
+    ceil(rate * W) + burst releases."""
+    rate = 300
+    clock = LaggingLoop(block)
+    released = await releases_for(LocalRateLimiter(rate, burst, clock), clock, callers=12, seconds=0.5)
+    for window in (0.5 / rate, 1 / rate, 2.5 / rate, 0.05, 0.25):
+        assert max_in_window(released, window) <= math.ceil(rate * window - 1e-9) + burst, window

@@ -10,14 +10,19 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter.adapters.sqlite import SqliteBackend, open_sqlite, sqlite_path_from_url
 from exporter.adapters.sqlite_db import SCHEMA_VERSION
-from exporter.errors import ConfigError, StoreUnavailable
-from exporter.models import BatchInfo, BatchState, ChunkRecord, ChunkState, plan_chunks
+from exporter.adapters.sqlite_ledger import SqliteLedger
+from exporter.adapters.sqlite_schema import _MIGRATIONS
+from exporter.errors import ConfigError, NotFound, StoreUnavailable
+from exporter.models import BatchInfo, BatchState, ChunkRecord, ChunkState, ErrorInfo, plan_chunks
+from exporter.ports import PutResult
 
 
 class _Clock:
@@ -47,8 +52,10 @@ def _info(batch_id: str = "batch-1", chunk_size: int = 100) -> BatchInfo:
     )
 
 
-def _verified(index: int, job_ids: list[int], batch_id: str = "batch-1") -> ChunkRecord:
-    return ChunkRecord(batch_id=batch_id, index=index, job_ids=job_ids, state=ChunkState.VERIFIED)
+def _save_verified(ledger: SqliteLedger, index: int, job_ids: list[int]) -> Coroutine[Any, Any, bool]:
+    """Save a chunk of batch-1, planned and still pending, as verified (the compare-and-set's expectation)."""
+    pending = ChunkRecord(batch_id="batch-1", index=index, job_ids=job_ids)
+    return ledger.save_chunk(pending.model_copy(update={"state": ChunkState.VERIFIED}), pending)
 
 
 def _raw(path: Path) -> sqlite3.Connection:
@@ -73,6 +80,9 @@ async def _until_backlog(backend: SqliteBackend, size: int) -> None:
     """Yield to the loop until `size` operations wait in the inbox (bounded)."""
     for _ in range(1_000):
         if backend.database.backlog >= size:
+            # The backlog counts requests of this loop turn too; one more turn hands them to the thread,
+            # so a writer released next finds them all in its inbox (they form one group).
+            await asyncio.sleep(0)
             return
         await asyncio.sleep(0)
     raise AssertionError(f"only {backend.database.backlog} operations queued, expected {size}")
@@ -136,10 +146,12 @@ async def test_reopening_keeps_messages_and_accepted_batch_ids(tmp_path: Path) -
     """Data outlives the process: a reopened file still holds the message and refuses the same batch."""
     path = tmp_path / "exporter.db"
     async with open_sqlite(path) as backend:
-        assert await backend.queue.put("batch-1", "body")
+        assert (await backend.queue.put("batch-1", "body", identity='{"jobs": "1"}')).accepted
     async with open_sqlite(path) as backend:
         assert await backend.queue.depth() == 1
-        assert await backend.queue.put("batch-1", "body") is False
+        assert await backend.queue.put("batch-1", "body") == PutResult(
+            accepted=False, identity='{"jobs": "1"}'
+        )
 
 
 async def test_a_file_from_a_newer_exporter_is_refused(tmp_path: Path) -> None:
@@ -163,7 +175,7 @@ async def test_two_processes_opening_a_new_file_at_once_both_succeed(tmp_path: P
     """Concurrent first opens race on the migration safely (it runs under BEGIN IMMEDIATE)."""
     path = tmp_path / "exporter.db"
     async with open_sqlite(path) as first, open_sqlite(path) as second:
-        assert await first.queue.put("batch-1", "body")
+        assert (await first.queue.put("batch-1", "body")).accepted
         assert await second.queue.depth() == 1
 
 
@@ -178,9 +190,7 @@ async def test_saves_queued_during_a_transaction_commit_together(tmp_path: Path)
         await backend.ledger.create_batch(_info(), plan)
         release, blocker = await _hold_writer(backend)
         before = backend.database.stats.transactions
-        saves = [
-            asyncio.create_task(backend.ledger.save_chunk(_verified(i, ids))) for i, ids in enumerate(plan)
-        ]
+        saves = [asyncio.create_task(_save_verified(backend.ledger, i, ids)) for i, ids in enumerate(plan)]
         try:
             await _until_backlog(backend, len(saves))
         finally:
@@ -199,7 +209,7 @@ async def test_a_save_returns_only_after_its_group_is_committed(tmp_path: Path) 
     async with open_sqlite(path) as backend:
         await backend.ledger.create_batch(_info(), [[1]])
         release_first, first = await _hold_writer(backend)
-        save = asyncio.create_task(backend.ledger.save_chunk(_verified(0, [1])))
+        save = asyncio.create_task(_save_verified(backend.ledger, 0, [1]))
         await _until_backlog(backend, 1)
         release_second, second = threading.Event(), threading.Event()
 
@@ -230,15 +240,15 @@ async def test_a_failing_operation_does_not_undo_its_group(tmp_path: Path) -> No
     async with open_sqlite(tmp_path / "exporter.db") as backend:
         await backend.ledger.create_batch(_info(), [[1], [2]])
         release, blocker = await _hold_writer(backend)
-        good = asyncio.create_task(backend.ledger.save_chunk(_verified(0, [1])))
-        bad = asyncio.create_task(backend.ledger.save_chunk(_verified(7, [9])))
-        also_good = asyncio.create_task(backend.ledger.save_chunk(_verified(1, [2])))
+        good = asyncio.create_task(_save_verified(backend.ledger, 0, [1]))
+        bad = asyncio.create_task(_save_verified(backend.ledger, 7, [9]))
+        also_good = asyncio.create_task(_save_verified(backend.ledger, 1, [2]))
         try:
             await _until_backlog(backend, 3)
         finally:
             release.set()
         await asyncio.gather(blocker, good, also_good)
-        with pytest.raises(KeyError, match="no chunk 7"):
+        with pytest.raises(NotFound, match="no chunk 7"):
             await bad
         batch = await backend.ledger.get_batch("batch-1")
         assert batch is not None
@@ -269,7 +279,7 @@ async def test_a_million_ids_in_ten_thousand_chunks_are_created_in_seconds(tmp_p
         started = time.perf_counter()
         assert await backend.ledger.create_batch(_info(), plan)
         created_in = time.perf_counter() - started
-        await backend.ledger.save_chunk(_verified(9_999, plan[9_999]))
+        await _save_verified(backend.ledger, 9_999, list(plan[9_999]))
         started = time.perf_counter()
         batch = await backend.ledger.get_batch("batch-1")
         read_in = time.perf_counter() - started
@@ -289,8 +299,8 @@ _SAVER = textwrap.dedent(
     from exporter.models import ChunkRecord, ChunkState
 
     async def save(ledger, index):
-        chunk = ChunkRecord(batch_id="batch-1", index=index, job_ids=[index + 1], state=ChunkState.VERIFIED)
-        await ledger.save_chunk(chunk)
+        pending = ChunkRecord(batch_id="batch-1", index=index, job_ids=[index + 1])
+        assert await ledger.save_chunk(pending.model_copy(update={"state": ChunkState.VERIFIED}), pending)
         print(f"saved {index}", flush=True)
 
     async def main(path, count):
@@ -356,14 +366,14 @@ async def test_on_a_full_disk_only_the_operations_that_need_room_fail(tmp_path: 
         release, blocker = await _hold_writer(backend)
         many_chunks = [[n] for n in range(9_999)]
         too_big = asyncio.create_task(backend.ledger.create_batch(_info("batch-2"), many_chunks))
-        save = asyncio.create_task(backend.ledger.save_chunk(_verified(0, [1])))
+        save = asyncio.create_task(_save_verified(backend.ledger, 0, [1]))
         put = asyncio.create_task(backend.queue.put("batch-1", "body"))
         try:
             await _until_backlog(backend, 3)
         finally:
             release.set()
         await asyncio.gather(blocker, save)
-        assert await put is True
+        assert (await put).accepted is True
         with pytest.raises(StoreUnavailable, match="full"):
             await too_big
         assert backend.database.stats.failed_operations == 1
@@ -386,7 +396,7 @@ async def test_a_lock_held_past_the_busy_timeout_raises_store_unavailable(tmp_pa
             other.execute("ROLLBACK")
         finally:
             other.close()
-        assert await backend.queue.put("batch-1", "body") is True
+        assert (await backend.queue.put("batch-1", "body")).accepted is True
 
 
 async def test_a_closed_backend_raises_store_unavailable(tmp_path: Path) -> None:
@@ -399,18 +409,59 @@ async def test_a_closed_backend_raises_store_unavailable(tmp_path: Path) -> None
         await backend.ledger.get_batch("batch-1")
 
 
-async def test_save_of_an_unplanned_chunk_and_state_of_an_unknown_batch_raise_key_error(
-    tmp_path: Path,
-) -> None:
-    """The ledger refuses to invent chunks or batches: KeyError names what is missing."""
-    async with open_sqlite(tmp_path / "exporter.db") as backend:
-        with pytest.raises(KeyError, match="no chunk 0"):
-            await backend.ledger.save_chunk(_verified(0, [1]))
-        with pytest.raises(KeyError, match="no batch"):
-            await backend.ledger.set_batch_state("batch-1", BatchState.RUNNING)
+async def test_a_batch_written_by_schema_v1_reads_back_and_can_fail_with_an_error(tmp_path: Path) -> None:
+    """A file from before schema v2 (no `batches.error`, an index of open chunks) migrates in place: its
+    batch reads with no error, its chunks still save, and it can then be failed with one."""
+    path = tmp_path / "exporter.db"
+    with _raw(path) as conn:
+        conn.executescript(_MIGRATIONS[1])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO batches (batch_id, project_id, obs_dir, chunk_size, state, duplicates_dropped, "
+            "created_at, updated_at, jobs, chunks, pending) VALUES ('batch-1', 'p1', 'b', 100, 'running', 0, "
+            "1.0, 1.0, 2, 2, 2)"
+        )
+        for index in (0, 1):
+            conn.execute(
+                "INSERT INTO chunks (batch_id, idx, job_ids, state) VALUES ('batch-1', ?, ?, 'pending')",
+                (index, f"[{index + 1}]"),
+            )
+    error = ErrorInfo(code="DLI.0403", message="refused")
+    async with open_sqlite(path) as backend:
+        old = await backend.ledger.get_batch("batch-1")
+        assert await _save_verified(backend.ledger, 1, [2])
+        await backend.ledger.set_batch_state("batch-1", BatchState.FAILED, error)
+        failed = await backend.ledger.get_batch("batch-1")
+    assert old is not None and (old.state, old.error) == (BatchState.RUNNING, None)
+    assert failed is not None and (failed.state, failed.error) == (BatchState.FAILED, error)
+    assert (failed.totals.verified, failed.totals.pending) == (1, 1)
+    with _raw(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "chunks_open" not in indexes
 
 
 # --- queue details ---------------------------------------------------------------------------------------
+
+
+async def test_a_queue_written_by_schema_v1_keeps_its_messages_and_answers_empty_identities(
+    tmp_path: Path,
+) -> None:
+    """A batch ID accepted before identities existed is still refused after the migration, with the
+    identity "" (so the caller cannot tell its content), and its message is still claimable."""
+    path = tmp_path / "exporter.db"
+    with _raw(path) as conn:
+        conn.executescript(_MIGRATIONS[1])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO accepted_batches (batch_id, accepted_at) VALUES ('batch-1', 1.0)")
+        conn.execute(
+            "INSERT INTO messages (batch_id, body, enqueued_at, visible_at) VALUES ('batch-1', 'old', 1, 1)"
+        )
+    async with open_sqlite(path) as backend:
+        assert await backend.queue.put("batch-1", "new", identity='{"jobs": "1"}') == PutResult(False, "")
+        assert (await backend.queue.put("batch-2", "new", identity='{"jobs": "2"}')).accepted
+        claim = await backend.queue.claim("worker-a", 30)
+        assert claim is not None and claim.body == "old"
+        assert await backend.queue.put("batch-2", "x") == PutResult(accepted=False, identity='{"jobs": "2"}')
 
 
 async def test_stale_claims_cannot_nack_or_dead_letter_the_new_owners_message(tmp_path: Path) -> None:
