@@ -24,16 +24,27 @@ from exporter.adapters.s3 import open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 from exporter.clock import SystemClock
 from exporter.dli.client import DliClient
-from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
 from exporter.http import create_http_app
+from exporter.logs import log_asyncio_exception
 from exporter.pipeline import Pipeline, PipelineOptions
 from exporter.ports import BatchQueue, Ledger, RateLimiter
+from exporter.report import LocalReportWriter
 from exporter.settings import Settings
+from exporter.wiring import retry_policy, s3_options, session_options
 from exporter.worker import Worker, WorkerOptions
 
-__all__ = ["Runtime", "Stores", "consumer_name", "open_runtime", "open_stores", "run_daemon"]
+__all__ = [
+    "Runtime",
+    "Stores",
+    "consumer_name",
+    "open_runtime",
+    "open_stores",
+    "pipeline_options",
+    "run_daemon",
+    "worker_options",
+]
 
 log = structlog.get_logger("exporter.app")
 
@@ -85,6 +96,34 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             )
 
 
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    """The pipeline's knobs; chunk ownership (leases renewed while a chunk is worked) only on Redis."""
+    return PipelineOptions(
+        concurrency=settings.concurrency,
+        verify_concurrency=settings.verify_concurrency,
+        verify_grace_seconds=settings.verify_grace_seconds,
+        verify_zip=settings.verify_zip,
+        max_jobs_per_batch=settings.max_jobs_per_batch,
+        chunk_ownership=settings.uses_redis,
+        chunk_lease_seconds=settings.lease_seconds,
+        upload_manifest=settings.upload_manifest,
+    )
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        lease_seconds=settings.lease_seconds,
+        max_batches=settings.max_batches,
+        poll_interval=settings.poll_interval,
+        drain_seconds=settings.drain_seconds,
+        max_jobs_per_batch=settings.max_jobs_per_batch,
+        max_deliveries=settings.max_deliveries,
+        max_retry_delay=settings.batch_retry_max_delay,
+        assist=settings.uses_redis,
+        assist_cooldown=max(1.0, settings.poll_interval * 5),
+    )
+
+
 def _dli_auth(settings: Settings) -> Credentials | str:
     if settings.ak is not None and settings.sk is not None:
         token = settings.security_token.get_secret_value() if settings.security_token else None
@@ -108,22 +147,20 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
     owner = consumer or consumer_name()
     async with AsyncExitStack() as stack:
         stores = await stack.enter_async_context(open_stores(settings))
-        session = await stack.enter_async_context(create_session(settings))
-        store = await stack.enter_async_context(open_object_store(settings))
+        session = await stack.enter_async_context(create_session(session_options(settings)))
+        store = await stack.enter_async_context(open_object_store(s3_options(settings)))
         dli = DliClient(
             session,
             settings.dli_endpoint,
             _dli_auth(settings),
             stores.limiter,
-            RetryPolicy.from_settings(settings),
+            retry_policy(settings),
             clock=clock,
         )
-        pipeline = Pipeline(
-            dli, store, stores.ledger, PipelineOptions.from_settings(settings), owner=owner, clock=clock
-        )
-        worker = Worker(
-            stores.queue, pipeline, consumer=owner, options=WorkerOptions.from_settings(settings), clock=clock
-        )
+        reports = LocalReportWriter(settings.report_dir)
+        options = pipeline_options(settings)
+        pipeline = Pipeline(dli, store, stores.ledger, reports, options, owner=owner, clock=clock)
+        worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
 
 
@@ -131,6 +168,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
     """`serve` / `work`: the worker loop (plus HTTP endpoints); SIGTERM and SIGINT drain and return."""
     async with open_runtime(settings) as runtime:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(log_asyncio_exception)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, runtime.worker.stop)
         runner: web.AppRunner | None = None

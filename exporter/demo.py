@@ -78,7 +78,8 @@ async def _campaign(console: Console, jobs: int, workdir: Path) -> int:
         started = time.monotonic()
         async with open_runtime(stack.settings, consumer="demo") as runtime:
             await submit_batch(runtime.stores.queue, request, runtime.stores.ledger)
-            await runtime.stores.queue.put_raw('{"batch_id": "broken", "job_ids": "not a list"}')
+            # An older producer's message, queued as it is: the worker parks it with its reason.
+            await runtime.stores.queue.put("broken", '{"batch_id": "broken", "job_ids": "not a list"}')
             console.print(
                 f"submitted {len(job_ids)} IDs ({UNKNOWN_IDS} unknown to DLI, 3 repeated) "
                 "and one malformed message"

@@ -18,7 +18,15 @@ import orjson
 import structlog
 from pydantic import SecretStr
 
-__all__ = ["REDACTED", "configure_logging", "redact", "redact_text", "register_secret", "render_json"]
+__all__ = [
+    "REDACTED",
+    "configure_logging",
+    "log_asyncio_exception",
+    "redact",
+    "redact_text",
+    "register_secret",
+    "render_json",
+]
 
 REDACTED = "***"
 _SENSITIVE_KEY = re.compile(
@@ -139,16 +147,43 @@ def configure_logging(
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamping: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *stamping, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
+    )
+    _route_stdlib_logging(stream or sys.stderr, level, stamping, renderer)
+
+
+def _route_stdlib_logging(stream: TextIO, level: str, pre_chain: list[Any], renderer: Any) -> None:
+    """Libraries' stdlib logging (aiohttp, botocore, asyncio) through the same processors, redaction
+    included, so no line escapes it; libraries speak from warning up unless a higher level was asked."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=pre_chain,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
+def log_asyncio_exception(_loop: object, context: dict[str, Any]) -> None:
+    """asyncio's exception handler: "Task exception was never retrieved" and the like become one
+    structured, redacted line with the traceback, instead of plain text on stderr."""
+    error = context.get("exception")
+    task = context.get("task") or context.get("future")
+    structlog.get_logger("asyncio").error(
+        "asyncio.unhandled",
+        message=context.get("message"),
+        task=getattr(task, "get_name", lambda: None)(),
+        exc_info=error if isinstance(error, BaseException) else None,
     )

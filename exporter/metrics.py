@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
+    "BUGS",
     "CHUNKS",
     "DEAD_LETTERS",
     "DLI_LATENCY",
@@ -19,9 +20,11 @@ __all__ = [
     "DLI_RETRIES",
     "DUPLICATE_IDS",
     "INFLIGHT",
+    "LEASES_LOST",
     "QUEUE_DEPTH",
     "RATE_LIMIT_WAIT",
     "REGISTRY",
+    "STALE_SAVES",
     "VERIFY_LATENCY",
     "VERIFY_RESULTS",
     "labelled",
@@ -72,6 +75,23 @@ INFLIGHT = Gauge("exporter_inflight_exports", "Export requests in flight", regis
 QUEUE_DEPTH = Gauge("exporter_queue_depth", "Messages waiting or in flight", registry=REGISTRY)
 DEAD_LETTERS = Counter(
     "exporter_dead_letters", "Messages parked in dead letters, by reason kind", ["kind"], registry=REGISTRY
+)
+BUGS = Counter(
+    "exporter_unexpected_errors",
+    "Exceptions no component names (bugs), logged with their traceback, by where they ended",
+    ["where"],
+    registry=REGISTRY,
+)
+STALE_SAVES = Counter(
+    "exporter_stale_chunk_saves",
+    "Chunk saves refused because another owner moved the chunk first (compare-and-set)",
+    registry=REGISTRY,
+)
+LEASES_LOST = Counter(
+    "exporter_leases_lost",
+    "Leases lost while work ran, by kind (chunk, message)",
+    ["kind"],
+    registry=REGISTRY,
 )
 DUPLICATE_IDS = Counter("exporter_duplicate_job_ids", "Repeated job IDs dropped at intake", registry=REGISTRY)
 

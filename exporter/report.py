@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from exporter.models import BatchInfo, ChunkRecord
+from exporter.ports import ReportFile
 
-__all__ = ["ReportPaths", "report_header", "report_rows", "stream_report", "write_report_files"]
+__all__ = [
+    "LocalReportWriter",
+    "ReportPaths",
+    "report_header",
+    "report_rows",
+    "stream_report",
+    "write_report_files",
+]
 
 
 class ReportPaths:
@@ -40,6 +48,7 @@ def report_header(info: BatchInfo) -> dict[str, Any]:
         "duplicates_dropped": info.duplicates_dropped,
         "created_at": info.created_at,
         "finished_at": info.finished_at,
+        "error": info.error.model_dump() if info.error else None,
     }
 
 
@@ -122,3 +131,22 @@ async def write_report_files(
         await asyncio.shield(asyncio.to_thread(files.abort))
         raise
     return paths
+
+
+class LocalReportWriter:
+    """`ReportWriter` into `EXPORTER_REPORT_DIR`: `<batch>.json` and `<batch>.jsonl`."""
+
+    __slots__ = ("_directory",)
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def __repr__(self) -> str:
+        return f"<LocalReportWriter {self._directory}>"
+
+    async def write(self, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> list[ReportFile]:
+        paths = await write_report_files(self._directory, info, chunks)
+        return [
+            ReportFile(paths.report, "application/json"),
+            ReportFile(paths.manifest, "application/x-ndjson"),
+        ]

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     max_deliveries: int = Field(default=5, ge=1, le=1000)
+    batch_retry_max_delay: float = Field(
+        default=900.0, ge=1, le=86_400, description="longest wait before a deferred batch runs again"
+    )
     max_batches: int = Field(default=2, ge=1, le=100, description="batches worked on at once")
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     drain_seconds: float = Field(default=30.0, ge=0, le=3600)

@@ -9,19 +9,21 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.errors import Permanent
+from exporter.errors import NotFound, Permanent
 from exporter.models import (
     BatchInfo,
     BatchState,
     ChunkRecord,
-    ChunkState,
+    ChunkTally,
+    ErrorInfo,
     ExportResult,
     JobSummary,
     ListFilters,
     ObjectInfo,
     Totals,
+    check_transition,
 )
-from exporter.ports import Claim, DeadLetter
+from exporter.ports import Claim, Clock, DeadLetter, PutResult
 
 
 class ManualClock:
@@ -44,35 +46,25 @@ class ManualClock:
 
 
 def totals_of(chunks: Sequence[ChunkRecord]) -> Totals:
-    """Totals computed the slow, obvious way: what the real ledgers must agree with."""
+    """Totals recounted from the chunks, each adding its `ChunkTally`: what ledger counters must equal."""
     totals = Totals(chunks=len(chunks), jobs=sum(len(c.job_ids) for c in chunks))
     for chunk in chunks:
-        if chunk.state is ChunkState.PENDING:
-            totals.pending += 1
-        elif chunk.state is ChunkState.EXPORTED:
-            totals.exported += 1
-        else:
-            if chunk.state is ChunkState.VERIFIED:
-                totals.chunks_verified += 1
-            else:
-                totals.chunks_failed += 1
-            segments = chunk.segments or []
-            if not segments:
-                totals.failed += len(chunk.job_ids)
-            for segment in segments:
-                if segment.state is ChunkState.VERIFIED:
-                    totals.verified += len(segment.job_ids)
-                else:
-                    totals.failed += len(segment.job_ids)
+        tally = ChunkTally.of_chunk(chunk)
+        for name in ChunkTally.FIELDS:
+            setattr(totals, name, getattr(totals, name) + getattr(tally, name))
     return totals
 
 
 class FakeLedger:
-    def __init__(self) -> None:
+    """The `Ledger` contract in memory: compare-and-set saves, NotFound for what was never planned."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or ManualClock()
         self.batches: dict[str, BatchInfo] = {}
         self.chunk_rows: dict[str, list[ChunkRecord]] = {}
-        self.saves: list[ChunkRecord] = []
-        self.owners: dict[tuple[str, int], str] = {}
+        self.saves: list[ChunkRecord] = []  # every save that was stored, in order
+        self.owners: dict[tuple[str, int], str] = {}  # a test may set an owner directly: it never lapses
+        self.lease_ends: dict[tuple[str, int], float] = {}  # when each claim lapses (a test may move it)
 
     async def create_batch(self, info: BatchInfo, chunks: Sequence[Sequence[int]]) -> bool:
         if info.batch_id in self.batches:
@@ -85,37 +77,66 @@ class FakeLedger:
 
     async def get_batch(self, batch_id: str) -> BatchInfo | None:
         info = self.batches.get(batch_id)
-        if info is None:
-            return None
-        return info.model_copy(update={"totals": totals_of(self.chunk_rows[batch_id])})
+        return None if info is None else self._with_totals(info)
 
-    async def open_chunks(self, batch_id: str) -> list[ChunkRecord]:
-        return [c for c in self.chunk_rows[batch_id] if not c.state.terminal]
-
-    async def save_chunk(self, chunk: ChunkRecord) -> None:
+    async def save_chunk(self, chunk: ChunkRecord, expected: ChunkRecord) -> bool:
+        check_transition(expected.state, chunk.state)
+        rows = self.chunk_rows.get(chunk.batch_id, [])
+        if not 0 <= chunk.index < len(rows):
+            raise NotFound(f"batch {chunk.batch_id!r} has no chunk {chunk.index}")
+        stored = rows[chunk.index]
+        if _saved_fields(stored) == _saved_fields(chunk):
+            return True  # the same save again (a retry) changes nothing
+        if (stored.state, stored.attempts) != (expected.state, expected.attempts):
+            return False
+        rows[chunk.index] = chunk.model_copy(update={"job_ids": stored.job_ids})
         self.saves.append(chunk)
-        self.chunk_rows[chunk.batch_id][chunk.index] = chunk
+        return True
 
     async def get_chunk(self, batch_id: str, index: int) -> ChunkRecord | None:
         rows = self.chunk_rows.get(batch_id, [])
         return rows[index] if 0 <= index < len(rows) else None
 
     async def chunks(self, batch_id: str) -> AsyncIterator[ChunkRecord]:
-        for chunk in list(self.chunk_rows[batch_id]):
+        for chunk in list(self.chunk_rows.get(batch_id, [])):
             yield chunk
 
-    async def set_batch_state(self, batch_id: str, state: BatchState) -> None:
-        self.batches[batch_id] = self.batches[batch_id].model_copy(update={"state": state})
+    async def set_batch_state(self, batch_id: str, state: BatchState, error: ErrorInfo | None = None) -> None:
+        if batch_id not in self.batches:
+            raise NotFound(f"no batch {batch_id!r}")
+        now = self.clock.time()
+        update = {
+            "state": state,
+            "error": error,
+            "updated_at": now,
+            "finished_at": now if state.finished else None,
+        }
+        self.batches[batch_id] = self.batches[batch_id].model_copy(update=update)
 
     async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
-        return self.owners.setdefault((batch_id, index), owner) == owner
+        key, now = (batch_id, index), self.clock.time()
+        holder = self.owners.get(key)
+        if holder not in {None, owner} and now < self.lease_ends.get(key, float("inf")):
+            return False
+        self.owners[key], self.lease_ends[key] = owner, now + ttl_seconds
+        return True
 
     async def release_chunk(self, batch_id: str, index: int, owner: str) -> None:
         if self.owners.get((batch_id, index)) == owner:
             del self.owners[(batch_id, index)]
+            self.lease_ends.pop((batch_id, index), None)
 
     async def list_batches(self, limit: int = 100) -> list[BatchInfo]:
-        return list(self.batches.values())[:limit]
+        order = sorted(enumerate(self.batches.values()), key=lambda n: (n[1].created_at, n[0]), reverse=True)
+        return [self._with_totals(info) for _, info in order[: max(0, limit)]]
+
+    def _with_totals(self, info: BatchInfo) -> BatchInfo:
+        return info.model_copy(update={"totals": totals_of(self.chunk_rows[info.batch_id])})
+
+
+def _saved_fields(chunk: ChunkRecord) -> tuple[object, ...]:
+    """What a save writes (the job IDs are fixed at creation)."""
+    return chunk.state, chunk.attempts, chunk.segments, chunk.error
 
 
 @dataclass
@@ -174,23 +195,28 @@ class FakeStore:
 
 
 class FakeQueue:
-    """A queue with leases measured on a ManualClock."""
+    """A queue with leases measured on a ManualClock.
+
+    `nacked` lists every nack as (message ID, delay); `failed_nacks` those with `handback=False`, which,
+    as in the real queues, leave `handbacks` alone so the delivery counts as unfinished.
+    """
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.messages: dict[str, dict[str, object]] = {}
-        self.accepted: set[str] = set()
+        self.accepted: dict[str, str] = {}  # batch ID -> the identity it was accepted with
         self.parked: list[DeadLetter] = []
         self.acked: list[str] = []
         self.nacked: list[tuple[str, float]] = []
+        self.failed_nacks: list[tuple[str, float]] = []
         self.ids = itertools.count(1)
 
-    async def put(self, batch_id: str, body: str) -> bool:
+    async def put(self, batch_id: str, body: str, identity: str = "") -> PutResult:
         if batch_id in self.accepted:
-            return False
-        self.accepted.add(batch_id)
+            return PutResult(accepted=False, identity=self.accepted[batch_id])
+        self.accepted[batch_id] = identity
         await self.put_raw(body)
-        return True
+        return PutResult(accepted=True)
 
     async def put_raw(self, body: str) -> str:
         message_id = str(next(self.ids))
@@ -221,11 +247,13 @@ class FakeQueue:
         self.messages.pop(claim.message_id, None)
         self.acked.append(claim.message_id)
 
-    async def nack(self, claim: Claim, delay_seconds: float) -> None:
+    async def nack(self, claim: Claim, delay_seconds: float, *, handback: bool = True) -> None:
         self.nacked.append((claim.message_id, delay_seconds))
+        if not handback:
+            self.failed_nacks.append((claim.message_id, delay_seconds))
         if claim.message_id in self.messages:
             self.messages[claim.message_id]["visible_at"] = self.clock.now + delay_seconds
-            self.messages[claim.message_id]["handbacks"] = claim.handbacks + 1
+            self.messages[claim.message_id]["handbacks"] = claim.handbacks + int(handback)
 
     async def dead_letter(self, claim: Claim, reason: str) -> None:
         self.messages.pop(claim.message_id, None)

@@ -34,9 +34,10 @@ async def export_jobs(request: web.Request) -> web.Response:
     payload = json_object(await request.read())
     bucket, prefix = obs_location(payload.get("obs_dir"), "obs_dir")
     job_ids = _job_ids(state.catalogue, payload)
-    data = await _zip_of(job_ids, state.settings.project_id)
-    key = zip_key(prefix, job_name(job_ids[0]), state.millis.next())
-    await deliver(state, bucket, key, data)
+    with state.stats.exporting(job_ids):
+        data = await _zip_of(job_ids, state.settings.project_id)
+        key = zip_key(prefix, job_name(job_ids[0]), state.millis.next())
+        await deliver(state, bucket, key, data)
     state.stats.record_export(job_ids)
     return json_response(
         200,

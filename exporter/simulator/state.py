@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,14 +33,18 @@ class SimStats:
 
     `requests[route][status]` counts every answer (`reset` for a dropped connection); `exports` counts
     export calls that answered success (their ZIPs may still be late or never written); `job_exports`
-    counts per job ID how often it was in such an export, which is how campaigns measure repeats.
+    counts per job ID how often it was in such an export, which is how campaigns measure repeats;
+    `overlapping_exports` counts export calls that began while another call holding one of the same IDs
+    was still being worked: two replicas exporting one chunk at the same time.
     """
 
     __slots__ = (
         "auth_failures",
         "exports",
         "faults",
+        "in_flight",
         "job_exports",
+        "overlapping_exports",
         "repeated_ids",
         "requests",
         "throttled",
@@ -54,6 +60,19 @@ class SimStats:
         self.repeated_ids: set[int] = set()
         self.exports = 0
         self.zips_written = 0
+        self.in_flight: Counter[int] = Counter()
+        self.overlapping_exports = 0
+
+    @contextlib.contextmanager
+    def exporting(self, job_ids: list[int]) -> Iterator[None]:
+        """Mark the IDs as being exported while the handler works; count a call that overlaps another."""
+        if any(self.in_flight[job_id] for job_id in job_ids):
+            self.overlapping_exports += 1
+        self.in_flight.update(job_ids)
+        try:
+            yield
+        finally:
+            self.in_flight.subtract(job_ids)
 
     def record_export(self, job_ids: list[int]) -> None:
         self.exports += 1
@@ -77,6 +96,7 @@ class SimStats:
             "job_ids_exported_more_than_once": repeated,
             "repeated_job_ids": sorted(self.repeated_ids) if repeated <= _REPEATED_IDS_SHOWN else None,
             "zips_written": self.zips_written,
+            "overlapping_exports": self.overlapping_exports,
         }
 
 

@@ -12,6 +12,7 @@ from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 from exporter.errors import AuthError, InvalidInput, Permanent, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
 from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.report import LocalReportWriter
 
 
 def make(
@@ -22,8 +23,14 @@ def make(
     dli = FakeDli(store=store)
     ledger = FakeLedger()
     defaults: dict[str, object] = {"concurrency": 4, "verify_concurrency": 4, "verify_grace_seconds": 10}
-    options = PipelineOptions(report_dir=tmp_path, **{**defaults, **option_overrides})  # type: ignore[arg-type]
-    return Pipeline(dli, store, ledger, options, owner="w1", clock=clock), dli, store, ledger, clock
+    options = PipelineOptions(**{**defaults, **option_overrides})  # type: ignore[arg-type]
+    return (
+        Pipeline(dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock),
+        dli,
+        store,
+        ledger,
+        clock,
+    )
 
 
 def request(job_ids: list[int] | None = None, chunk_size: int = 10, **extra: object) -> BatchRequest:
@@ -180,7 +187,7 @@ async def test_assistant_works_chunks_and_leaves_finishing_to_the_owner(tmp_path
     """An assisting replica exports and verifies open chunks but never completes or reports the batch."""
     helper, dli, store, ledger, _ = make(tmp_path, chunk_ownership=True)
     owner = Pipeline(
-        dli, store, ledger, PipelineOptions(report_dir=tmp_path, chunk_ownership=True), owner="w2"
+        dli, store, ledger, LocalReportWriter(tmp_path), PipelineOptions(chunk_ownership=True), owner="w2"
     )
     info = BatchInfo(
         batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
@@ -239,7 +246,7 @@ class FinishedElsewhereLedger(FakeLedger):
 
     async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
         chunk = self.chunk_rows[batch_id][index]
-        await self.save_chunk(chunk.model_copy(update={"state": ChunkState.VERIFIED}))
+        await self.save_chunk(chunk.model_copy(update={"state": ChunkState.VERIFIED}), chunk)
         return await super().claim_chunk(batch_id, index, owner, ttl_seconds)
 
 
@@ -248,8 +255,10 @@ async def test_stale_copy_of_a_chunk_finished_elsewhere_is_not_exported_again(tm
     store = FakeStore()
     dli = FakeDli(store=store)
     ledger = FinishedElsewhereLedger()
-    options = PipelineOptions(report_dir=tmp_path, chunk_ownership=True)
-    pipeline = Pipeline(dli, store, ledger, options, owner="w1", clock=ManualClock())
+    options = PipelineOptions(chunk_ownership=True)
+    pipeline = Pipeline(
+        dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=ManualClock()
+    )
     info = BatchInfo(
         batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
     )

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fakes import FakeDli, FakeLedger, FakeQueue, FakeStore, ManualClock
+from structlog.testing import capture_logs
 
-from exporter.errors import Transient
-from exporter.models import BatchInfo, BatchRequest, BatchState
+from exporter import metrics
+from exporter.errors import Permanent, StoreUnavailable, Transient
+from exporter.models import BatchInfo, BatchRequest, BatchState, JobSummary, ListFilters
 from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.report import LocalReportWriter
 from exporter.submission import submit_batch
 from exporter.worker import Worker, WorkerOptions
 
@@ -21,11 +25,9 @@ def make(
     clock = ManualClock()
     store = FakeStore()
     dli = FakeDli(store=store)
-    ledger = FakeLedger()
-    options = PipelineOptions(
-        concurrency=2, verify_concurrency=2, report_dir=tmp_path, chunk_ownership=chunk_ownership
-    )
-    pipeline = Pipeline(dli, store, ledger, options, owner="w1", clock=clock)
+    ledger = FakeLedger(clock)
+    options = PipelineOptions(concurrency=2, verify_concurrency=2, chunk_ownership=chunk_ownership)
+    pipeline = Pipeline(dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock)
     queue = FakeQueue(clock)
     defaults: dict[str, object] = {"poll_interval": 0.01, "drain_seconds": 1}
     worker = WorkerOptions(**{**defaults, **worker_options})  # type: ignore[arg-type]
@@ -72,13 +74,14 @@ async def test_deferred_batch_is_nacked_with_retry_after(tmp_path: Path) -> None
     assert queue.acked == ["1"]
 
 
-async def test_poison_message_is_parked(tmp_path: Path) -> None:
-    """A message already delivered more than max_deliveries times is parked, not run again."""
+async def test_message_that_never_finished_is_parked_saying_so(tmp_path: Path) -> None:
+    """A message delivered more than max_deliveries times without an answer is parked with what happened."""
     worker, queue, dli, _ = make(tmp_path, max_deliveries=2)
     message_id = await queue.put_raw(message("p", [1]))
     queue.messages[message_id]["deliveries"] = 2
     await asyncio.wait_for(worker.run(until_empty=True), 10)
-    assert queue.parked[0].reason.startswith("poison: delivered 3 times")
+    assert queue.parked[0].reason.startswith("delivered 3 times without finishing: each delivery ended")
+    assert "poison" not in queue.parked[0].reason
     assert dli.calls == []
 
 
@@ -141,3 +144,80 @@ async def test_planned_message_without_its_plan_is_dead_lettered(tmp_path: Path)
     )
     await asyncio.wait_for(worker.run(until_empty=True), 10)
     assert "EXPORTER_QUEUE_URL" in queue.parked[0].reason
+
+
+async def test_listing_refused_for_good_ends_the_batch_in_one_pass(tmp_path: Path) -> None:
+    """A listing answered 403 DLI.0003 fails the batch with that error in the ledger, the report and the
+    dead letter, in the first pass, and `--until-empty` returns."""
+    worker, queue, dli, ledger = make(tmp_path)
+
+    async def refused(project_id: str, filters: ListFilters | None = None) -> AsyncIterator[JobSummary]:
+        raise Permanent("no permission to list jobs", code="DLI.0003", status=403)
+        yield JobSummary(job_id=1)  # pragma: no cover - makes this an async generator
+
+    dli.list_jobs = refused  # type: ignore[method-assign]
+    body = json.dumps({"batch_id": "all", "project_id": "p1", "obs_dir": "bucket", "select_all": True})
+    await queue.put("all", body)
+    await asyncio.wait_for(worker.run(until_empty=True), 10)
+    assert [p.reason for p in queue.parked] == ["DLI.0003: no permission to list jobs"]
+    assert queue.nacked == [] and queue.acked == []
+    info = await ledger.get_batch("all")
+    assert info is not None and info.state is BatchState.FAILED
+    assert info.error is not None and info.error.code == "DLI.0003"
+    report = json.loads((tmp_path / "all.json").read_text())
+    assert report["state"] == "failed" and report["error"]["code"] == "DLI.0003"
+
+
+async def test_unexpected_error_is_logged_retried_then_parked_with_its_text(tmp_path: Path) -> None:
+    """A bug is logged with its traceback and counted each time, nacked with growing backoff, and parked
+    after max_deliveries with the last error's text, never the bare word poison."""
+    worker, queue, dli, _ = make(tmp_path, max_deliveries=3)
+    dli.fail_next = [RuntimeError("bug in a stage") for _ in range(3)]
+    await queue.put("a", message("a", [1]))
+    before = metrics.labelled(metrics.BUGS, "batch")._value.get()  # type: ignore[attr-defined]
+    with capture_logs() as logs:
+        await asyncio.wait_for(worker.run(until_empty=True), 10)
+    assert (
+        queue.parked[0].reason == "failed 3 times; last error: INTERNAL_ERROR: RuntimeError: bug in a stage"
+    )
+    assert [delay for _, delay in queue.nacked] == [1.0, 2.0]
+    bugs = [line for line in logs if line["event"] == "batch.bug"]
+    assert len(bugs) == 3 and all(isinstance(line["exc_info"], RuntimeError) for line in bugs)
+    assert metrics.labelled(metrics.BUGS, "batch")._value.get() == before + 3  # type: ignore[attr-defined]
+
+
+async def test_retry_after_longer_than_the_dli_backoff_is_honoured(tmp_path: Path) -> None:
+    """A 120 s Retry-After defers the batch 120 s: the DLI retry backoff cap is not the batch's cap."""
+    worker, queue, dli, _ = make(tmp_path, max_batches=1)
+    dli.fail_next = [Transient("slow down", reason="throttled", retry_after=120)]
+    await queue.put("a", message("a", [1]))
+    await asyncio.wait_for(worker.run(until_empty=True), 10)
+    assert queue.nacked[0] == ("1", 120)
+
+
+async def test_lease_that_cannot_be_confirmed_stops_the_work(tmp_path: Path) -> None:
+    """When every extend fails for a whole lease (SQLite unreachable), the batch's work is stopped and
+    the message handed back, so a second worker that takes it never runs beside us."""
+    worker, queue, dli, _ = make(tmp_path, lease_seconds=3)
+    gate = asyncio.Event()
+
+    async def hangs(*_: object) -> None:
+        await gate.wait()
+
+    async def unreachable(claim: object, lease_seconds: float) -> bool:
+        raise StoreUnavailable("database is locked")
+
+    dli.export_jobs = hangs  # type: ignore[assignment, method-assign]
+    queue.extend = unreachable  # type: ignore[method-assign, assignment]
+    await queue.put("a", message("a", [1]))
+    lost = metrics.labelled(metrics.LEASES_LOST, "message")
+    before = lost._value.get()  # type: ignore[attr-defined]
+    runner = asyncio.create_task(worker.run())
+    for _ in range(10_000):
+        if queue.nacked:
+            break
+        await asyncio.sleep(0)
+    worker.stop()
+    await asyncio.wait_for(runner, 5)
+    assert queue.nacked[0] == ("1", 0)
+    assert lost._value.get() >= before + 1  # type: ignore[attr-defined]

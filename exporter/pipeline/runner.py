@@ -1,0 +1,148 @@
+"""One batch pass: plan (once) → every open chunk through its stages → finish when none is left open.
+
+Pure orchestration over the ports: it knows no HTTP, S3, SQLite or Redis. A pool of chunk workers takes
+open chunks as the ledger streams them; each worker holds the chunk's lease for the chunk's whole life in
+this pass (export, then verification), so one replica works a chunk from start to end. Every state change
+is saved in the ledger before the next step depends on it, so a crash costs at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from exporter.clock import SystemClock
+from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, ErrorInfo
+from exporter.pipeline.export import ExportStage
+from exporter.pipeline.finish import Finisher
+from exporter.pipeline.options import PipelineOptions
+from exporter.pipeline.ownership import ChunkOwnership, LeaseLost
+from exporter.pipeline.passes import PassLog
+from exporter.pipeline.planning import Planner, require_batch
+from exporter.pipeline.verify import VerifyStage
+from exporter.ports import BatchResult, Clock, DliApi, Ledger, ObjectStore, ReportWriter
+
+__all__ = ["Pipeline"]
+
+log = structlog.get_logger("exporter.pipeline")
+
+
+class Pipeline:
+    """Runs batches against the ports; one instance serves every batch of a worker (`BatchRunner`)."""
+
+    def __init__(
+        self,
+        dli: DliApi,
+        store: ObjectStore,
+        ledger: Ledger,
+        reports: ReportWriter,
+        options: PipelineOptions,
+        *,
+        owner: str,
+        clock: Clock | None = None,
+    ) -> None:
+        clock = clock or SystemClock()
+        self._ledger = ledger
+        self._options = options
+        self._planner = Planner(dli, ledger, clock, max_jobs=options.max_jobs_per_batch)
+        self._export = ExportStage(dli, ledger, clock, asyncio.Semaphore(options.concurrency))
+        self._verify = VerifyStage(
+            store,
+            ledger,
+            clock,
+            grace=options.verify_grace_seconds,
+            deep=options.verify_zip,
+            concurrency=options.verify_concurrency,
+        )
+        self._finisher = Finisher(ledger, store, reports, upload=options.upload_manifest, clock=clock)
+        self._ownership = ChunkOwnership(
+            ledger, clock, owner=owner, ttl=options.chunk_lease_seconds, enabled=options.chunk_ownership
+        )
+
+    async def run_batch(self, request: BatchRequest) -> BatchResult:
+        """Plan (once), work every open chunk, and finish the batch if nothing is left open."""
+        info = await self._planner.ensure_planned(request)
+        if info.state is BatchState.FAILED:
+            return BatchResult(info.batch_id, True, info)
+        if info.state is BatchState.PENDING:
+            await self._ledger.set_batch_state(info.batch_id, BatchState.RUNNING)
+        this_pass = PassLog()
+        await self._process(info, this_pass)
+        info = await require_batch(self._ledger, request.batch_id)
+        if info.totals.pending or info.totals.exported:
+            reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
+            log.info("batch.deferred", open_chunks=info.totals.pending + info.totals.exported, reason=reason)
+            return BatchResult(info.batch_id, False, info, retry_after=this_pass.retry_after, reason=reason)
+        return await self._finisher.finish(info)
+
+    async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
+        """End the batch for good with `error` (a permanent refusal or invalid input)."""
+        return await self._finisher.fail(request, error)
+
+    async def assist(self, info: BatchInfo) -> int:
+        """Help with another replica's batch: work the open chunks we can own; never finish or report.
+
+        Only meaningful with chunk ownership (Redis): the batch's message stays with its owner, which
+        finishes the batch once every chunk, whoever worked it, is terminal. Returns chunks worked.
+        """
+        if not self._ownership.enabled:
+            return 0
+        this_pass = PassLog()
+        await self._process(info, this_pass)
+        if this_pass.owned:
+            log.info("batch.assisted", batch_id=info.batch_id, chunks=this_pass.owned)
+        return this_pass.owned
+
+    async def running_batches(self) -> list[BatchInfo]:
+        """Batches some replica is working on (candidates for `assist`)."""
+        return [b for b in await self._ledger.list_batches() if b.state is BatchState.RUNNING]
+
+    async def _process(self, batch: BatchInfo, this_pass: PassLog) -> None:
+        """Stream the open chunks to the chunk workers; return when every one of them is idle."""
+        workers = self._options.concurrency + self._options.verify_concurrency
+        feed: asyncio.Queue[ChunkRecord | None] = asyncio.Queue(maxsize=workers * 2)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._chunk_worker(batch, feed, this_pass))
+                async for chunk in self._ledger.chunks(batch.batch_id):
+                    if not chunk.state.terminal:
+                        await feed.put(chunk)
+                for _ in range(workers):
+                    await feed.put(None)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _chunk_worker(
+        self, batch: BatchInfo, feed: asyncio.Queue[ChunkRecord | None], this_pass: PassLog
+    ) -> None:
+        while (queued := await feed.get()) is not None:
+            try:
+                await self._work(batch, queued, this_pass)
+            except LeaseLost as lost:
+                this_pass.note("lease_lost")
+                log.warning("chunk.abandoned", chunk=queued.index, reason=str(lost))
+
+    async def _work(self, batch: BatchInfo, queued: ChunkRecord, this_pass: PassLog) -> None:
+        """Take one chunk as far as it goes in this pass, under its lease."""
+        async with self._ownership.hold(queued) as held:
+            if held is None:
+                this_pass.skipped += 1
+                return
+            this_pass.owned += 1
+            chunk: ChunkRecord | None = held
+            if held.state is ChunkState.PENDING:
+                chunk = await self._export.run(batch, held, this_pass)
+            if chunk is not None and chunk.state is ChunkState.EXPORTED:
+                await self._verify.run(chunk, this_pass)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that stopped a stage (not the cancellations it caused), unwrapped from nested groups."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group.exceptions[0]
