@@ -27,13 +27,13 @@ from exporter.dli.client import DliClient
 from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
 from exporter.http import create_http_app
-from exporter.logs import log_asyncio_exception
-from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.logs import log_asyncio_exception, log_tasks
+from exporter.pipeline import Pipeline
 from exporter.ports import BatchQueue, Ledger, RateLimiter
 from exporter.report import LocalReportWriter
 from exporter.settings import Settings
-from exporter.wiring import retry_policy, s3_options, session_options
-from exporter.worker import Worker, WorkerOptions
+from exporter.wiring import pipeline_options, retry_policy, s3_options, session_options, worker_options
+from exporter.worker import Worker
 
 __all__ = [
     "Runtime",
@@ -41,9 +41,7 @@ __all__ = [
     "consumer_name",
     "open_runtime",
     "open_stores",
-    "pipeline_options",
     "run_daemon",
-    "worker_options",
 ]
 
 log = structlog.get_logger("exporter.app")
@@ -96,34 +94,6 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             )
 
 
-def pipeline_options(settings: Settings) -> PipelineOptions:
-    """The pipeline's knobs; chunk ownership (leases renewed while a chunk is worked) only on Redis."""
-    return PipelineOptions(
-        concurrency=settings.concurrency,
-        verify_concurrency=settings.verify_concurrency,
-        verify_grace_seconds=settings.verify_grace_seconds,
-        verify_zip=settings.verify_zip,
-        max_jobs_per_batch=settings.max_jobs_per_batch,
-        chunk_ownership=settings.uses_redis,
-        chunk_lease_seconds=settings.lease_seconds,
-        upload_manifest=settings.upload_manifest,
-    )
-
-
-def worker_options(settings: Settings) -> WorkerOptions:
-    return WorkerOptions(
-        lease_seconds=settings.lease_seconds,
-        max_batches=settings.max_batches,
-        poll_interval=settings.poll_interval,
-        drain_seconds=settings.drain_seconds,
-        max_jobs_per_batch=settings.max_jobs_per_batch,
-        max_deliveries=settings.max_deliveries,
-        max_retry_delay=settings.batch_retry_max_delay,
-        assist=settings.uses_redis,
-        assist_cooldown=max(1.0, settings.poll_interval * 5),
-    )
-
-
 def _dli_auth(settings: Settings) -> Credentials | str:
     if settings.ak is not None and settings.sk is not None:
         token = settings.security_token.get_secret_value() if settings.security_token else None
@@ -171,6 +141,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
         loop.set_exception_handler(log_asyncio_exception)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, runtime.worker.stop)
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)
         runner: web.AppRunner | None = None
         if serve_http:
             app = create_http_app(runtime.stores.queue, runtime.stores.ledger, runtime.worker, settings)
@@ -181,7 +152,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
         try:
             await runtime.worker.run(until_empty=until_empty)
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(signum)
             if runner is not None:

@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +22,7 @@ from exporter.devstack import local_stack
 from exporter.logs import configure_logging
 from exporter.models import BatchInfo, BatchRequest
 from exporter.progress import follow_progress
+from exporter.settings import Settings
 from exporter.submission import submit_batch
 
 __all__ = ["DEMO_FAULTS", "run_demo"]
@@ -49,22 +51,22 @@ def run_demo(*, jobs: int, workdir: Path) -> int:
     return asyncio.run(_campaign(Console(), jobs, workdir))
 
 
+_STACK_SETTINGS: dict[str, Any] = {
+    "rate_limit": 50,
+    "concurrency": 16,
+    "chunk_size": 25,
+    "verify_zip": True,
+    "verify_grace_seconds": 15,
+    "retry_initial_backoff": 0.2,
+    "retry_max_backoff": 5,
+    "upload_manifest": True,
+    "http_port": 0,
+    "poll_interval": 0.2,
+}
+
+
 async def _campaign(console: Console, jobs: int, workdir: Path) -> int:
-    async with local_stack(
-        workdir=workdir,
-        jobs=jobs,
-        faults=DEMO_FAULTS,
-        rate_limit=50,
-        concurrency=16,
-        chunk_size=25,
-        verify_zip=True,
-        verify_grace_seconds=15,
-        retry_initial_backoff=0.2,
-        retry_max_backoff=5,
-        upload_manifest=True,
-        http_port=0,
-        poll_interval=0.2,
-    ) as stack:
+    async with local_stack(workdir=workdir, jobs=jobs, faults=DEMO_FAULTS, **_STACK_SETTINGS) as stack:
         console.print(f"[bold]DLI simulator[/] {stack.simulator.url}  [bold]S3[/] {stack.s3_endpoint}")
         job_ids = [*range(1, jobs + 1), *range(jobs + 1001, jobs + 1001 + UNKNOWN_IDS), 1, 2, 3]
         request = BatchRequest(
@@ -76,25 +78,32 @@ async def _campaign(console: Console, jobs: int, workdir: Path) -> int:
             campaign="demo",
         )
         started = time.monotonic()
-        async with open_runtime(stack.settings, consumer="demo") as runtime:
-            await submit_batch(runtime.stores.queue, request, runtime.stores.ledger)
-            # An older producer's message, queued as it is: the worker parks it with its reason.
-            await runtime.stores.queue.put("broken", '{"batch_id": "broken", "job_ids": "not a list"}')
-            console.print(
-                f"submitted {len(job_ids)} IDs ({UNKNOWN_IDS} unknown to DLI, 3 repeated) "
-                "and one malformed message"
-            )
-            worker = asyncio.create_task(runtime.worker.run(until_empty=True))
-            info = await follow_progress(
-                lambda: runtime.stores.ledger.get_batch(request.batch_id), console=console, interval=0.25
-            )
-            await worker
-            parked = await runtime.stores.queue.dead_letters()
+        info, parked = await _run(console, stack.settings, request)
         elapsed = time.monotonic() - started
         stats = stack.simulator.stats()
-    assert info is not None  # noqa: S101 - the batch was just submitted
-    _print_summary(console, info, elapsed, stats, [p.reason for p in parked], workdir)
+    _print_summary(console, info, elapsed, stats, parked, workdir)
     return 0 if info.totals.failed == UNKNOWN_IDS and info.totals.verified == jobs else 1
+
+
+async def _run(console: Console, settings: Settings, request: BatchRequest) -> tuple[BatchInfo, list[str]]:
+    """Submit the batch and one malformed message, work the queue with a live bar; the batch at the end
+    and the dead letters' reasons."""
+    async with open_runtime(settings, consumer="demo") as runtime:
+        await submit_batch(runtime.stores.queue, request, runtime.stores.ledger)
+        # An older producer's message, queued as it is: the worker parks it with its reason.
+        await runtime.stores.queue.put("broken", '{"batch_id": "broken", "job_ids": "not a list"}')
+        console.print(
+            f"submitted {len(request.job_ids or ())} IDs ({UNKNOWN_IDS} unknown to DLI, 3 repeated) "
+            "and one malformed message"
+        )
+        worker = asyncio.create_task(runtime.worker.run(until_empty=True))
+        info = await follow_progress(
+            lambda: runtime.stores.ledger.get_batch(request.batch_id), console=console, interval=0.25
+        )
+        await worker
+        parked = await runtime.stores.queue.dead_letters()
+    assert info is not None  # noqa: S101 - the batch was just submitted
+    return info, [p.reason for p in parked]
 
 
 def _print_summary(

@@ -8,13 +8,13 @@ A lease heartbeat keeps the message ours while work goes on; final queue writes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import structlog
 
 from exporter import metrics
+from exporter.clock import sleep_unless, stop_loop
 from exporter.errors import InvalidInput, StoreUnavailable
 from exporter.intake import parse_batch_message
 from exporter.models import BatchRequest, BatchState, ErrorInfo
@@ -57,13 +57,14 @@ class MessageHandler:
         self._options = options
         self._clock = clock
         self._local_batches = local_batches
-        self._heartbeats: dict[str, asyncio.Task[None]] = {}
+        self._heartbeats: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
     async def handle(self, claim: Claim) -> None:
         structlog.contextvars.bind_contextvars(message_id=claim.message_id, deliveries=claim.deliveries)
         work = asyncio.current_task()
-        heartbeat = asyncio.create_task(self._heartbeat(claim, work))
-        self._heartbeats[claim.message_id] = heartbeat
+        stop = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(claim, work, stop))
+        self._heartbeats[claim.message_id] = (heartbeat, stop)
         try:
             await self._process(claim)
         except asyncio.CancelledError:
@@ -171,20 +172,17 @@ class MessageHandler:
         log.info(event, **fields)
 
     async def _stop_heartbeat(self, claim: Claim) -> None:
-        heartbeat = self._heartbeats.pop(claim.message_id, None)
-        if heartbeat is not None and heartbeat is not asyncio.current_task():
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        running = self._heartbeats.pop(claim.message_id, None)
+        if running is not None and running[0] is not asyncio.current_task():
+            await stop_loop(*running)
 
-    async def _heartbeat(self, claim: Claim, work: asyncio.Task[None] | None) -> None:
+    async def _heartbeat(self, claim: Claim, work: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
         """Extend the lease every third of it; stop our work once it is lost, or cannot be confirmed for
         a whole lease (then another consumer may have it: with SQLite nothing else would stop us)."""
         lease = self._options.lease_seconds
         interval = lease / 3
         confirmed = self._clock.monotonic()
-        while True:
-            await self._clock.sleep(interval)
+        while not await sleep_unless(self._clock, interval, stop):
             try:
                 still_ours = await self._queue.extend(claim, lease)
             except StoreUnavailable as error:
@@ -192,6 +190,8 @@ class MessageHandler:
                 still_ours = self._clock.monotonic() + interval < confirmed + lease
                 if still_ours:
                     continue
+            if stop.is_set():
+                return
             if not still_ours:
                 metrics.labelled(metrics.LEASES_LOST, "message").inc()
                 log.error("lease.lost", message_id=claim.message_id)

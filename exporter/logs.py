@@ -22,6 +22,7 @@ __all__ = [
     "REDACTED",
     "configure_logging",
     "log_asyncio_exception",
+    "log_tasks",
     "redact",
     "redact_text",
     "register_secret",
@@ -187,3 +188,15 @@ def log_asyncio_exception(_loop: object, context: dict[str, Any]) -> None:
         task=getattr(task, "get_name", lambda: None)(),
         exc_info=error if isinstance(error, BaseException) else None,
     )
+
+
+def log_tasks() -> None:
+    """SIGUSR1 in the daemon: one line per asyncio task with where it waits, to see what a stuck pass
+    is waiting for without stopping it."""
+    import asyncio  # noqa: PLC0415 - only this diagnostic needs the running loop's tasks
+    import io as _io  # noqa: PLC0415
+
+    for task in asyncio.all_tasks():
+        frames = _io.StringIO()
+        task.print_stack(limit=12, file=frames)
+        structlog.get_logger("asyncio").warning("task.stack", task=task.get_name(), stack=frames.getvalue())

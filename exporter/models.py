@@ -6,7 +6,6 @@ same words.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from exporter.results import ExportResult, JobSummary, ObjectInfo
 from exporter.rules import (
     MAX_JOB_ID,
     ChunkPlan,
@@ -48,7 +48,6 @@ __all__ = [
     "check_transition",
     "dedupe_job_ids",
     "plan_chunks",
-    "request_identity",
     "split_obs_path",
 ]
 
@@ -306,52 +305,3 @@ class BatchInfo(BaseModel):
     updated_at: float
     finished_at: float | None = None
     error: ErrorInfo | None = Field(default=None, description="why the whole batch failed (state failed)")
-
-
-class ExportResult(BaseModel):
-    """DLI's answer to an export call."""
-
-    is_success: bool
-    message: str = ""
-    zip_files: list[str] = Field(default_factory=list)
-    request_id: str | None = None
-
-
-class JobSummary(BaseModel):
-    """One job of DLI's listing: what expansion of `--all` needs."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: int
-    name: str | None = None
-    status: str | None = None
-    job_type: str | None = None
-    queue_name: str | None = None
-
-
-class ObjectInfo(BaseModel):
-    """What OBS says about an object (HEAD)."""
-
-    size: int
-    etag: str | None = None
-
-
-def request_identity(request: BatchRequest) -> dict[str, Any]:
-    """What makes two submissions of one batch ID the same batch: compared on a repeated submit.
-
-    Explicit IDs are compared by count and a digest, so a million-ID selection costs 64 bytes to keep.
-    """
-    selection: dict[str, Any]
-    if request.select_all:
-        filters = request.filters.model_dump(exclude_none=True) if request.filters else {}
-        selection = {"select_all": True, "filters": filters}
-    else:
-        ids = request.job_ids or []
-        digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
-        selection = {"job_ids": len(ids), "job_ids_sha256": digest}
-    return {
-        "project_id": request.project_id,
-        "obs_dir": request.obs_dir,
-        "chunk_size": request.chunk_size,
-        **selection,
-    }

@@ -12,6 +12,7 @@ other content under an ID accepted before is refused with `Conflict`, saying wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -20,11 +21,11 @@ import structlog
 from exporter import metrics
 from exporter.clock import SystemClock
 from exporter.errors import Conflict
-from exporter.models import BatchInfo, BatchRequest, request_identity
+from exporter.models import BatchInfo, BatchRequest
 from exporter.pipeline import record_plan
 from exporter.ports import BatchQueue, Clock, Ledger
 
-__all__ = ["submit_batch"]
+__all__ = ["request_identity", "submit_batch"]
 
 log = structlog.get_logger("exporter.submission")
 
@@ -57,6 +58,27 @@ async def submit_batch(
         planned=message.planned,
     )
     return put.accepted
+
+
+def request_identity(request: BatchRequest) -> dict[str, Any]:
+    """What makes two submissions of one batch ID the same batch: compared on a repeated submit.
+
+    Explicit IDs are compared by count and a digest, so a million-ID selection costs 64 bytes to keep.
+    """
+    selection: dict[str, Any]
+    if request.select_all:
+        filters = request.filters.model_dump(exclude_none=True) if request.filters else {}
+        selection = {"select_all": True, "filters": filters}
+    else:
+        ids = request.job_ids or []
+        digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+        selection = {"job_ids": len(ids), "job_ids_sha256": digest}
+    return {
+        "project_id": request.project_id,
+        "obs_dir": request.obs_dir,
+        "chunk_size": request.chunk_size,
+        **selection,
+    }
 
 
 def _dump(identity: dict[str, Any]) -> str:

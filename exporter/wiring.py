@@ -10,9 +10,11 @@ from __future__ import annotations
 from exporter.adapters.s3 import S3Options
 from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import SessionOptions
+from exporter.handling import WorkerOptions
+from exporter.pipeline import PipelineOptions
 from exporter.settings import Settings
 
-__all__ = ["retry_policy", "s3_options", "session_options"]
+__all__ = ["pipeline_options", "retry_policy", "s3_options", "session_options", "worker_options"]
 
 # Connections the S3 client keeps beyond one per verify task, for report and manifest uploads.
 _S3_SPARE_CONNECTIONS = 4
@@ -55,4 +57,32 @@ def s3_options(settings: Settings) -> S3Options:
         pool_size=settings.verify_concurrency + _S3_SPARE_CONNECTIONS,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+    )
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    """The pipeline's knobs; chunk ownership (leases renewed while a chunk is worked) only on Redis."""
+    return PipelineOptions(
+        concurrency=settings.concurrency,
+        verify_concurrency=settings.verify_concurrency,
+        verify_grace_seconds=settings.verify_grace_seconds,
+        verify_zip=settings.verify_zip,
+        max_jobs_per_batch=settings.max_jobs_per_batch,
+        chunk_ownership=settings.uses_redis,
+        chunk_lease_seconds=settings.lease_seconds,
+        upload_manifest=settings.upload_manifest,
+    )
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        lease_seconds=settings.lease_seconds,
+        max_batches=settings.max_batches,
+        poll_interval=settings.poll_interval,
+        drain_seconds=settings.drain_seconds,
+        max_jobs_per_batch=settings.max_jobs_per_batch,
+        max_deliveries=settings.max_deliveries,
+        max_retry_delay=settings.batch_retry_max_delay,
+        assist=settings.uses_redis,
+        assist_cooldown=max(1.0, settings.poll_interval * 5),
     )

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import structlog
 
 from exporter import metrics
+from exporter.clock import sleep_unless, stop_loop
 from exporter.errors import StoreUnavailable
 from exporter.models import ChunkRecord
 from exporter.ports import Clock, Ledger
@@ -72,25 +73,24 @@ class ChunkOwnership:
     @asynccontextmanager
     async def _renewed(self, chunk: ChunkRecord) -> AsyncIterator[None]:
         """Run the body with a renewer beside it; a lost lease cancels the body and raises LeaseLost."""
+        stop = asyncio.Event()
         try:
             async with asyncio.timeout(None) as scope:
-                renewer = asyncio.create_task(self._renew(chunk, scope), name=f"lease-{chunk.index}")
+                renewer = asyncio.create_task(self._renew(chunk, scope, stop), name=f"lease-{chunk.index}")
                 try:
                     yield
                 finally:
-                    renewer.cancel()
-                    await asyncio.gather(renewer, return_exceptions=True)
+                    await stop_loop(renewer, stop)
         except TimeoutError:
             if scope.expired():
                 metrics.labelled(metrics.LEASES_LOST, "chunk").inc()
                 raise LeaseLost(f"lease on chunk {chunk.index} of {chunk.batch_id} lost") from None
             raise
 
-    async def _renew(self, chunk: ChunkRecord, scope: asyncio.Timeout) -> None:
+    async def _renew(self, chunk: ChunkRecord, scope: asyncio.Timeout, stop: asyncio.Event) -> None:
         interval = self._ttl / 3
         confirmed = self._clock.monotonic()
-        while True:
-            await self._clock.sleep(interval)
+        while not await sleep_unless(self._clock, interval, stop):
             try:
                 held = await self._ledger.claim_chunk(chunk.batch_id, chunk.index, self._owner, self._ttl)
             except StoreUnavailable as error:
@@ -98,6 +98,8 @@ class ChunkOwnership:
                     log.warning("chunk.lease.renew_failed", chunk=chunk.index, error=str(error))
                     continue
                 held = False
+            if stop.is_set():
+                return
             if not held:
                 log.error("chunk.lease.lost", chunk=chunk.index)
                 scope.reschedule(asyncio.get_running_loop().time())

@@ -4,6 +4,7 @@ compare-and-set save that keeps a stale owner from moving a chunk backwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -186,3 +187,32 @@ async def test_exported_chunk_is_verified_only_by_its_lease_holder(tmp_path: Pat
         await ledger.release_chunk("b1", 0, "other")
         assert await pipeline.assist(info) == 1
     assert store.heads == 1 and ledger.owners == {}
+
+
+class SwallowingLedger(FakeLedger):
+    """A renewal that swallows its cancel, as redis-py can when a cancel lands inside a command."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock)
+        self.renewals_started = 0
+
+    async def claim_chunk(self, batch_id: str, index: int, owner: str, ttl_seconds: float) -> bool:
+        if self.owners.get((batch_id, index)) == owner:
+            self.renewals_started += 1
+            with contextlib.suppress(asyncio.CancelledError):  # the cancel is lost; the call answers
+                await asyncio.Event().wait()
+        return await super().claim_chunk(batch_id, index, owner, ttl_seconds)
+
+
+async def test_renewal_that_swallows_its_cancel_still_ends_with_the_chunk(tmp_path: Path) -> None:
+    """A renewal stuck in a store call that eats its cancel does not keep the pass alive for ever."""
+    clock = VirtualClock()
+    ledger, store = SwallowingLedger(clock), FakeStore()
+    dli = SlowDli(store=store)
+    dli.clock, dli.seconds = clock, TTL  # long enough for a renewal to start
+    pipeline = replica(tmp_path, ledger, store, dli, "w1", clock)
+    async with clock.running():
+        result = await asyncio.wait_for(pipeline.run_batch(one_chunk_batch()), 5)
+    assert ledger.renewals_started >= 1
+    assert result.done and result.info is not None and result.info.totals.verified == 10
+    assert ledger.owners == {}

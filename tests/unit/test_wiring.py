@@ -11,7 +11,7 @@ from exporter.adapters.s3 import S3Options, _client_kwargs
 from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import SessionOptions
 from exporter.settings import Settings
-from exporter.wiring import retry_policy, s3_options, session_options
+from exporter.wiring import pipeline_options, retry_policy, s3_options, session_options, worker_options
 
 OBS_AK = "OBSAKEXAMPLE00000001"
 OBS_SK = "OBSskExampleSecretKey000000000000000001"
@@ -105,3 +105,18 @@ def test_s3_options_refuse_values_that_can_never_work() -> None:
         S3Options(region="us-east-1", pool_size=0)
     with pytest.raises(ValueError, match="connect_timeout"):
         S3Options(region="us-east-1", connect_timeout=0)
+
+
+def test_chunk_leases_and_assisting_only_on_redis() -> None:
+    """Chunk ownership (leases of EXPORTER_LEASE_SECONDS) and assisting are on with Redis, off with SQLite."""
+    redis = Settings(queue_url="redis://127.0.0.1:6379/15", lease_seconds=4, read_timeout=2)
+    sqlite = Settings(queue_url="sqlite:///x.db")
+    assert pipeline_options(redis).chunk_ownership and pipeline_options(redis).chunk_lease_seconds == 4
+    assert worker_options(redis).assist
+    assert not pipeline_options(sqlite).chunk_ownership and not worker_options(sqlite).assist
+
+
+def test_batch_retry_delay_has_its_own_cap() -> None:
+    """The batch's nack delay is capped by EXPORTER_BATCH_RETRY_MAX_DELAY, not the DLI backoff cap."""
+    options = worker_options(Settings(retry_max_backoff=30, batch_retry_max_delay=600))
+    assert options.max_retry_delay == 600
