@@ -6,7 +6,9 @@ component can forget it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import io
 import json
 import logging
 import re
@@ -193,10 +195,7 @@ def log_asyncio_exception(_loop: object, context: dict[str, Any]) -> None:
 def log_tasks() -> None:
     """SIGUSR1 in the daemon: one line per asyncio task with where it waits, to see what a stuck pass
     is waiting for without stopping it."""
-    import asyncio  # noqa: PLC0415 - only this diagnostic needs the running loop's tasks
-    import io as _io  # noqa: PLC0415
-
     for task in asyncio.all_tasks():
-        frames = _io.StringIO()
+        frames = io.StringIO()
         task.print_stack(limit=12, file=frames)
         structlog.get_logger("asyncio").warning("task.stack", task=task.get_name(), stack=frames.getvalue())

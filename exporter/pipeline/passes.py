@@ -18,10 +18,8 @@ log = structlog.get_logger("exporter.pipeline")
 
 @dataclass(slots=True)
 class PassLog:
-    """Counters of one pass, to explain why a batch is not finished yet."""
+    """What one pass did: the chunks it worked, and why it left any open (with the longest Retry-After)."""
 
-    deferred: int = 0
-    skipped: int = 0
     owned: int = 0
     retry_after: float | None = None
     reasons: set[str] = field(default_factory=set)
@@ -32,7 +30,6 @@ class PassLog:
             self.retry_after = max(self.retry_after or 0.0, error.retry_after)
 
     def note(self, reason: str) -> None:
-        self.deferred += 1
         self.reasons.add(reason)
 
 
@@ -45,7 +42,6 @@ async def save_forward(ledger: Ledger, chunk: ChunkRecord, expected: ChunkRecord
     if await ledger.save_chunk(chunk, expected):
         return True
     metrics.STALE_SAVES.inc()
-    this_pass.skipped += 1
     log.warning(
         "chunk.save.stale",
         chunk=chunk.index,

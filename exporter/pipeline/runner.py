@@ -127,8 +127,7 @@ class Pipeline:
     async def _work(self, batch: BatchInfo, queued: ChunkRecord, this_pass: PassLog) -> None:
         """Take one chunk as far as it goes in this pass, under its lease."""
         async with self._ownership.hold(queued) as held:
-            if held is None:
-                this_pass.skipped += 1
+            if held is None:  # another replica holds it, or finished it meanwhile
                 return
             this_pass.owned += 1
             chunk: ChunkRecord | None = held
