@@ -111,20 +111,10 @@ async def local_stack(
     with _maybe_s3(s3_endpoint) as endpoint:
         await create_bucket(endpoint, bucket)
         # What the simulator demands and the exporter must carry: the same project, keys and OBS.
-        shared: dict[str, Any] = {
-            "project_id": DEV_PROJECT,
-            "ak": ak,
-            "sk": sk,
-            "security_token": security_token,
-            "obs_endpoint": endpoint,
-            "obs_region": "us-east-1",
-        }
-        sim_settings = SimulatorSettings(
-            **shared,
-            sim_jobs=jobs,
-            sim_missing_ids=missing_ids,
-            **{f"sim_{k}": v for k, v in (faults or {}).items()},
-        )
+        shared: dict[str, Any] = {"project_id": DEV_PROJECT, "ak": ak, "sk": sk}
+        shared |= {"security_token": security_token, "obs_endpoint": endpoint, "obs_region": "us-east-1"}
+        sim_faults = {f"sim_{k}": v for k, v in (faults or {}).items()}
+        sim_settings = SimulatorSettings(**shared, sim_jobs=jobs, sim_missing_ids=missing_ids, **sim_faults)
         async with running_simulator(sim_settings) as simulator:
             settings = Settings(
                 **{
