@@ -6,11 +6,13 @@ moved by one script, so all replicas together stay under the rate. The script an
 N µs" and the caller sleeps locally; only the server clock decides slots, so replicas' clocks never matter.
 
 A 429 sets a shared "paused until" key (the later of the old and new deadline); a caller whose sleep ends
-inside a pause reserves again behind it. A caller that wakes more than one interval after its slot (its
-event loop stalled) reserves a new slot once rather than release a backlog of missed slots at once; a
-second late wake-up uses its slot, so a loop that is late on every turn slows callers but never starves
-them. When Redis is slow or unreachable the caller asks again with jittered backoff (tenacity), and after
-`give_up_after` seconds it raises `StoreUnavailable`: it never sends a request without a slot.
+inside a pause reserves again behind it. A caller that wakes late uses its slot while the lateness is
+one that the gateway's window absorbs (up to 20 ms, or one interval when that is longer: the default 3%
+headroom is 30 ms of a one-second window), so a loop a few milliseconds late on every turn slows callers
+but never starves them; later than that (its event loop stalled) it reserves a new slot rather than
+release a backlog of missed slots at once. When Redis is slow or unreachable the caller asks again
+with jittered backoff (tenacity, built only after a first failure: the hot path is one script call), and
+after `give_up_after` seconds it raises `StoreUnavailable`: it never sends a request without a slot.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = structlog.get_logger(__name__)
 _MICROSECONDS = 1_000_000
 _FIRST_RETRY = 0.05
 _LONGEST_RETRY = 2.0
+_LATE_ENOUGH = 0.02
 GIVE_UP_AFTER: Final = 60.0
 """Seconds a caller keeps asking an unreachable Redis for a slot before it raises StoreUnavailable."""
 
@@ -98,6 +101,7 @@ class RedisRateLimiter:
         "_give_up_after",
         "_interval_us",
         "_keys",
+        "_late",
         "_scripts",
         "_spacer",
         "_tolerance_us",
@@ -121,6 +125,7 @@ class RedisRateLimiter:
         self._clock: Clock = clock or SystemClock()
         self._give_up_after = give_up_after
         self._interval_us = _MICROSECONDS / rate
+        self._late = max(1.0 / rate, _LATE_ENOUGH)
         self._tolerance_us = (burst - 1) * self._interval_us
         self._keys = [conn.key("limiter", "tat"), conn.key("limiter", "paused_until")]
         self._scripts = {
@@ -140,12 +145,11 @@ class RedisRateLimiter:
         )
 
     async def acquire(self) -> float:
-        """Reserve the next shared slot, sleep until it, and reserve again if a pause began meanwhile or,
-        once, if our loop stalled past the slot."""
+        """Reserve the next shared slot, sleep until it, and reserve again if a pause began meanwhile or
+        our loop stalled well past the slot."""
         began = self._clock.monotonic()
         self._waiting += 1
         try:
-            stalled_before = False
             while True:
                 wait_us = await self._patiently(
                     "reserve", self._keys, [self._interval_us, self._tolerance_us]
@@ -154,10 +158,8 @@ class RedisRateLimiter:
                     break
                 slot = self._clock.monotonic() + wait_us / _MICROSECONDS
                 await self._clock.sleep(wait_us / _MICROSECONDS)
-                late = self._clock.monotonic() - slot > self._interval_us / _MICROSECONDS
-                if late and not stalled_before:
-                    stalled_before = True  # take a new slot rather than burst; only once, or a lagging
-                    continue  # loop would re-reserve for ever
+                if self._clock.monotonic() - slot > self._late:
+                    continue  # our loop stalled past the slot: take a new one rather than burst
                 if await self._patiently("pause_left", self._keys[1:], []) <= 0:
                     break
             await self._spacer.space()
@@ -173,6 +175,10 @@ class RedisRateLimiter:
     async def _patiently(self, name: str, keys: list[str], args: list[Any]) -> int:
         """Run a script, asking again while Redis does not answer, until `give_up_after` has passed."""
         script: AsyncScript = self._scripts[name]
+        try:
+            return int(await self._conn.run(f"limiter.{name}", script, keys, args))
+        except StoreUnavailable:
+            log.warning("limiter.redis_unavailable", operation=name, attempt=1)
         deadline = self._clock.monotonic() + self._give_up_after
         retrying = AsyncRetrying(
             sleep=self._clock.sleep,
