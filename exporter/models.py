@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -202,30 +202,6 @@ class ChunkRecord(BaseModel):
     segments: list[Segment] = Field(default_factory=list)
     attempts: int = 0
     error: ErrorInfo | None = None
-
-    def report_rows(self) -> list[dict[str, Any]]:
-        """Rows of the report: the chunk itself, or one row per segment when it was split."""
-        if len(self.segments) <= 1:
-            segment = self.segments[0] if self.segments else Segment(job_ids=self.job_ids)
-            return [self._row(None, segment, self.state, self.error or segment.error)]
-        return [
-            self._row(part, segment, segment.state, segment.error)
-            for part, segment in enumerate(self.segments)
-        ]
-
-    def _row(
-        self, part: int | None, segment: Segment, state: ChunkState, error: ErrorInfo | None
-    ) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "part": part,
-            "job_ids": segment.job_ids,
-            "state": state.value,
-            "zip_files": [z.model_dump(exclude={"error"}) for z in segment.zip_files],
-            "attempts": self.attempts,
-            "error": error.model_dump() if error else None,
-            "request_id": segment.request_id,
-        }
 
 
 @dataclass(frozen=True, slots=True)

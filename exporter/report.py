@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from exporter.models import BatchInfo, ChunkRecord
+from exporter.models import BatchInfo, ChunkRecord, ChunkState, ErrorInfo, Segment
 from exporter.ports import ReportFile
 
 __all__ = [
     "LocalReportWriter",
     "ReportPaths",
+    "chunk_rows",
     "report_header",
     "report_rows",
     "stream_report",
@@ -52,10 +53,36 @@ def report_header(info: BatchInfo) -> dict[str, Any]:
     }
 
 
+def chunk_rows(chunk: ChunkRecord) -> list[dict[str, Any]]:
+    """Rows of the report for one chunk: the chunk itself, or one row per segment when it was split."""
+    if len(chunk.segments) <= 1:
+        segment = chunk.segments[0] if chunk.segments else Segment(job_ids=chunk.job_ids)
+        return [_row(chunk, None, segment, chunk.state, chunk.error or segment.error)]
+    return [
+        _row(chunk, part, segment, segment.state, segment.error)
+        for part, segment in enumerate(chunk.segments)
+    ]
+
+
+def _row(
+    chunk: ChunkRecord, part: int | None, segment: Segment, state: ChunkState, error: ErrorInfo | None
+) -> dict[str, Any]:
+    return {
+        "index": chunk.index,
+        "part": part,
+        "job_ids": segment.job_ids,
+        "state": state.value,
+        "zip_files": [z.model_dump(exclude={"error"}) for z in segment.zip_files],
+        "attempts": chunk.attempts,
+        "error": error.model_dump() if error else None,
+        "request_id": segment.request_id,
+    }
+
+
 async def report_rows(chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
     """Each row of `chunks[]` as compact JSON, in chunk order (also the manifest's lines)."""
     async for chunk in chunks:
-        for row in chunk.report_rows():
+        for row in chunk_rows(chunk):
             yield json.dumps(row, separators=(",", ":"))
 
 
