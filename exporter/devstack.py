@@ -6,8 +6,10 @@ against the same real sockets. Needs the dev extras (moto's S3 server).
 
 from __future__ import annotations
 
-import logging
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -57,17 +59,42 @@ def free_port() -> int:
 
 @contextmanager
 def s3_server() -> Iterator[str]:
-    """moto's S3 server on a free 127.0.0.1 port (a real HTTP server in a thread)."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server on a free 127.0.0.1 port, in a process of its own.
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    Not `ThreadedMotoServer`: a thread of ours would take the GIL from the simulator's event loop for
+    every S3 request the daemons make, so the simulator's throttle would see arrivals bunched by our own
+    stalls and answer 429s that a real gateway on its own machine never would.
+    """
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        _wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], limit_s: float = 30.0) -> None:
+    """Block (bounded) until something accepts connections on the port; fail if the process died."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the S3 server exited with code {process.returncode} before it listened")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the S3 server did not listen on port {port} within {limit_s:g} s")
 
 
 def dev_s3_client(endpoint: str, **client_options: Any) -> Any:
