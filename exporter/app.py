@@ -11,9 +11,9 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 
 import structlog
 from aiohttp import web
@@ -22,14 +22,17 @@ from exporter.adapters.limiter import LocalRateLimiter
 from exporter.adapters.redis import open_redis
 from exporter.adapters.s3 import open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
+from exporter.campaign.record import CampaignStore
 from exporter.clock import SystemClock
 from exporter.dli.client import DliClient
 from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
 from exporter.http import create_http_app
 from exporter.logs import log_asyncio_exception, log_tasks
+from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
-from exporter.ports import BatchQueue, Ledger, RateLimiter
+from exporter.ports import BatchQueue, DliApi, Ledger, ObjectStore, RateLimiter, RegionClients
+from exporter.regions import RegionDirectory, limiter_scope
 from exporter.report import LocalReportWriter
 from exporter.settings import Settings
 from exporter.wiring import pipeline_options, retry_policy, s3_options, session_options, worker_options
@@ -47,13 +50,23 @@ __all__ = [
 log = structlog.get_logger("exporter.app")
 
 
+LimiterFactory = Callable[[float, str | None], RateLimiter]
+"""A limiter pacing at this many requests/s, for this scope (a DLI endpoint; None: the default one)."""
+
+
 @dataclass(slots=True)
 class Stores:
-    """Queue, ledger and the rate limiter that matches the backend (shared with replicas on Redis)."""
+    """Queue, ledger, campaign records, and rate limiters that match the backend (shared on Redis)."""
 
     queue: BatchQueue
     ledger: Ledger
-    limiter: RateLimiter
+    campaigns: CampaignStore
+    limiter_for: LimiterFactory
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """A limiter for the default endpoint at its own pace (tests and tools that need just one)."""
+        return self.limiter_for(0.0, None)
 
 
 @dataclass(slots=True)
@@ -83,15 +96,19 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             password=password,
             max_deliveries=settings.max_deliveries,
             ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
-        ) as backend:
-            yield Stores(
-                backend.queue, backend.ledger, backend.limiter(settings.effective_rate, settings.rate_burst)
-            )
+        ) as redis:
+
+            def shared(rate: float, scope: str | None) -> RateLimiter:
+                return redis.limiter(settings.paced(rate), settings.rate_burst, scope)
+
+            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared)
     else:
-        async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as backend:
-            yield Stores(
-                backend.queue, backend.ledger, LocalRateLimiter(settings.effective_rate, settings.rate_burst)
-            )
+        async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
+
+            def local(rate: float, scope: str | None) -> RateLimiter:
+                return LocalRateLimiter(settings.paced(rate), settings.rate_burst)
+
+            yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local)
 
 
 def _dli_auth(settings: Settings) -> Credentials | str:
@@ -119,19 +136,36 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
         stores = await stack.enter_async_context(open_stores(settings))
         session = await stack.enter_async_context(create_session(session_options(settings)))
         store = await stack.enter_async_context(open_object_store(s3_options(settings)))
-        dli = DliClient(
-            session,
-            settings.dli_endpoint,
-            _dli_auth(settings),
-            stores.limiter,
-            retry_policy(settings),
-            clock=clock,
+
+        def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliApi:
+            limiter = stores.limiter_for(rate_limit or 0.0, scope or limiter_scope(endpoint))
+            auth = _dli_auth(settings)
+            return DliClient(session, endpoint, auth, limiter, retry_policy(settings), clock=clock)
+
+        default = RegionClients(settings.dli_endpoint, dli_for(settings.dli_endpoint, None, None), store)
+        regions = RegionDirectory(
+            stack,
+            default,
+            default_obs_endpoint=settings.obs_endpoint,
+            dli_for=dli_for,
+            store_for=_store_factory(settings),
         )
         reports = LocalReportWriter(settings.report_dir)
         options = pipeline_options(settings)
-        pipeline = Pipeline(dli, store, stores.ledger, reports, options, owner=owner, clock=clock)
+        pipeline = Pipeline(regions, stores.ledger, reports, options, owner=owner, clock=clock)
         worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
+
+
+def _store_factory(settings: Settings) -> Callable[[RegionRoute], AbstractAsyncContextManager[ObjectStore]]:
+    """An OBS client per region: the default client's options with the region's endpoint and name."""
+
+    def open_for(route: RegionRoute) -> AbstractAsyncContextManager[ObjectStore]:
+        return open_object_store(
+            replace(s3_options(settings), endpoint=route.obs_endpoint, region=route.name)
+        )
+
+    return open_for
 
 
 async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_http: bool = True) -> None:

@@ -1,7 +1,8 @@
 """A whole DLI + OBS stand-in on this machine: a local S3 server, a bucket, the DLI simulator.
 
 Used by `dli-exporter demo`, the end-to-end tests and the benchmarks, so all three run the exporter
-against the same real sockets. Needs the dev extras (moto's S3 server).
+against the same real sockets. Needs the dev extras (moto's S3 server). `local_regions` starts several
+simulated regions at once, each with its projects and gateway limit, for campaigns across regions.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,20 @@ from pydantic import SecretStr
 
 from exporter.settings import ENV_PREFIX, Settings
 from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
+from exporter.simulator.iam import iam_entries
+from exporter.simulator.settings import SimIamProject
 
 __all__ = [
     "DEV_AK",
     "DEV_PROJECT",
     "DEV_SK",
     "LocalStack",
+    "RegionSim",
+    "RegionsStack",
     "create_bucket",
     "dev_s3_client",
     "free_port",
+    "local_regions",
     "local_stack",
     "s3_server",
     "settings_env",
@@ -46,6 +52,30 @@ class LocalStack:
     s3_endpoint: str
     bucket: str
     simulator: SimulatorHandle
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSim:
+    """One simulated region: its projects (the first is its main one), gateway limit and fault knobs."""
+
+    projects: tuple[str, ...]
+    rate_limit: float = 0
+    faults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.projects:
+            raise ValueError("a simulated region needs at least one project")
+
+
+@dataclass(frozen=True, slots=True)
+class RegionsStack:
+    """Several simulated regions on one S3 server; `iam_endpoint` is the first region's simulator."""
+
+    s3_endpoint: str
+    bucket: str
+    simulators: dict[str, SimulatorHandle]
+    iam_endpoint: str
     settings: Settings
 
 
@@ -154,6 +184,88 @@ async def local_stack(
                 }
             )
             yield LocalStack(endpoint, bucket, simulator, settings)
+
+
+@asynccontextmanager
+async def local_regions(
+    *,
+    workdir: Path,
+    regions: Mapping[str, RegionSim],
+    s3_endpoint: str | None = None,
+    bucket: str = "dli-exports",
+    jobs: int = 1000,
+    **exporter_settings: Any,
+) -> AsyncIterator[RegionsStack]:
+    """Start (or reuse) an S3 server, create the bucket, start one simulator per region; yield settings.
+
+    Each simulator is a region of its own (own port, gateway limit and faults) serving its projects
+    with jobs 1..`jobs`, and every one answers the same IAM listing of all regions' projects, as IAM is
+    global; the first region's URL is both the IAM endpoint and the default DLI endpoint.
+    """
+    listing = _iam_listing(regions)
+    with _maybe_s3(s3_endpoint) as endpoint:
+        await create_bucket(endpoint, bucket)
+        async with AsyncExitStack() as stack:
+            simulators: dict[str, SimulatorHandle] = {}
+            for name, region in regions.items():
+                sim_settings = _region_settings(name, region, endpoint, jobs, listing)
+                simulators[name] = await stack.enter_async_context(running_simulator(sim_settings))
+            first_url = next(iter(simulators.values())).url
+            settings = _regions_settings(workdir, endpoint, first_url, listing[0].id, exporter_settings)
+            yield RegionsStack(endpoint, bucket, simulators, first_url, settings)
+
+
+def _regions_settings(
+    workdir: Path, s3_endpoint: str, first_url: str, project_id: str, overrides: dict[str, Any]
+) -> Settings:
+    """Like local_stack's settings (dev keys, path addressing, SQLite queue), IAM at the first region."""
+    return Settings(
+        **{
+            "project_id": project_id,
+            "ak": DEV_AK,
+            "sk": DEV_SK,
+            "obs_endpoint": s3_endpoint,
+            "obs_region": "us-east-1",
+            "obs_addressing_style": "path",
+            "dli_endpoint": first_url,
+            "iam_endpoint": first_url,
+            "queue_url": f"sqlite:///{workdir / 'exporter.db'}",
+            "report_dir": workdir / "reports",
+            **overrides,
+        }
+    )
+
+
+def _iam_listing(regions: Mapping[str, RegionSim]) -> list[SimIamProject]:
+    """Every region's projects as IAM names them; a project ID may belong to one region only."""
+    if not regions:
+        raise ValueError("local_regions needs at least one region")
+    listing = [entry for name, region in regions.items() for entry in iam_entries(name, region.projects)]
+    ids = [entry.id for entry in listing]
+    repeated = sorted({project_id for project_id in ids if ids.count(project_id) > 1})
+    if repeated:
+        raise ValueError(f"project IDs in more than one region (or twice in one): {repeated}")
+    return listing
+
+
+def _region_settings(
+    name: str, region: RegionSim, s3_endpoint: str, jobs: int, listing: list[SimIamProject]
+) -> SimulatorSettings:
+    """One region's simulator: its projects, limit and faults, the dev keys and the shared IAM listing."""
+    sim_faults = {f"sim_{knob.removeprefix('sim_')}": value for knob, value in region.faults.items()}
+    values: dict[str, Any] = {
+        "project_id": region.projects[0],
+        "sim_projects": frozenset(region.projects[1:]),
+        "sim_region": name,
+        "sim_jobs": jobs,
+        "sim_rate_limit": region.rate_limit,
+        "sim_iam_projects": listing,
+        "ak": DEV_AK,
+        "sk": DEV_SK,
+        "obs_endpoint": s3_endpoint,
+        "obs_region": "us-east-1",
+    }
+    return SimulatorSettings(**{**values, **sim_faults})  # a `rate_limit` among the faults wins
 
 
 @contextmanager

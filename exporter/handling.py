@@ -20,6 +20,7 @@ from exporter.intake import parse_batch_message
 from exporter.models import BatchRequest, BatchState, ErrorInfo
 from exporter.outcomes import Outcome, OutcomeKind, bug_backoff, classify
 from exporter.ports import BatchQueue, BatchResult, BatchRunner, Claim, Clock
+from exporter.slots import RegionSlots
 
 __all__ = ["MessageHandler", "WorkerOptions", "log_bug"]
 
@@ -51,8 +52,10 @@ class MessageHandler:
         options: WorkerOptions,
         clock: Clock,
         local_batches: set[str],
+        slots: RegionSlots,
     ) -> None:
         self._queue = queue
+        self._slots = slots
         self._pipeline = pipeline
         self._options = options
         self._clock = clock
@@ -82,11 +85,23 @@ class MessageHandler:
             await self._park(claim, f"invalid message: {error}", "invalid")
             return
         structlog.contextvars.bind_contextvars(batch_id=request.batch_id, project_id=request.project_id)
+        region = request.region.name if request.region else None
+        if not self._slots.take(region):
+            await self._defer_for_region(claim, region)
+            return
         self._local_batches.add(request.batch_id)
         try:
             await self._run(claim, request)
         finally:
             self._local_batches.discard(request.batch_id)
+            self._slots.give_back(region)
+
+    async def _defer_for_region(self, claim: Claim, region: str | None) -> None:
+        """This worker runs as many batches of the region as it may: offer the batch again later."""
+        delay = RegionSlots.deferral(self._options.poll_interval, claim.deliveries)
+        await self._settle(
+            claim, self._queue.nack(claim, delay), "batch.region_full", region=region, delay_s=delay
+        )
 
     async def _run(self, claim: Claim, request: BatchRequest) -> None:
         if claim.unfinished_deliveries > self._options.max_deliveries:

@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.results import ExportResult, JobSummary, ObjectInfo
+from exporter.routes import RegionRoute
 from exporter.rules import (
     MAX_JOB_ID,
     ChunkPlan,
@@ -39,6 +40,7 @@ __all__ = [
     "JobSummary",
     "ListFilters",
     "ObjectInfo",
+    "RegionRoute",
     "Segment",
     "Totals",
     "ZipRecord",
@@ -86,6 +88,7 @@ class BatchRequest(BaseModel):
     filters: ListFilters | None = None
     chunk_size: int = Field(default=100, ge=1, le=1000)
     campaign: str | None = Field(default=None, max_length=128)
+    region: RegionRoute | None = Field(default=None, description="None: the default endpoints")
     duplicates_dropped: int = Field(default=0, ge=0)
     planned: bool = Field(default=False, description="the chunks are in the ledger already (submit did it)")
     jobs: int | None = Field(default=None, ge=0, description="how many IDs a planned batch holds")
@@ -273,6 +276,7 @@ class BatchInfo(BaseModel):
     project_id: str
     obs_dir: str
     campaign: str | None = None
+    region: str | None = None
     chunk_size: int
     state: BatchState = BatchState.PENDING
     totals: Totals = Field(default_factory=Totals)

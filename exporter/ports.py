@@ -21,6 +21,7 @@ from exporter.models import (
     JobSummary,
     ListFilters,
     ObjectInfo,
+    RegionRoute,
 )
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "ObjectStore",
     "PutResult",
     "RateLimiter",
+    "RegionClients",
+    "Regions",
     "ReportFile",
     "ReportWriter",
 ]
@@ -216,6 +219,23 @@ class ObjectStore(Protocol):
 
     async def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         """Write an object (the batch report and manifest)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegionClients:
+    """A region's DLI and OBS; `key` names its gateway (the DLI endpoint): one in-flight budget each."""
+
+    key: str
+    dli: DliApi
+    store: ObjectStore
+
+
+class Regions(Protocol):
+    """Hands the pipeline the clients of a batch's region (None: the default endpoints)."""
+
+    async def clients(self, route: RegionRoute | None) -> RegionClients:
+        """Open (once) and return the region's clients."""
         ...
 
 

@@ -68,6 +68,8 @@ def batch_lines(info: BatchInfo, now: float) -> list[str]:
     lines = [describe(info), f"  project: {info.project_id}", f"  obs_dir: {info.obs_dir}"]
     if info.campaign:
         lines.append(f"  campaign: {info.campaign}")
+    if info.region:
+        lines.append(f"  region: {info.region}")
     if info.duplicates_dropped:
         lines.append(f"  duplicate IDs dropped: {info.duplicates_dropped}")
     if info.error is not None:

@@ -44,6 +44,7 @@ def report_header(info: BatchInfo) -> dict[str, Any]:
         "project_id": info.project_id,
         "obs_dir": info.obs_dir,
         "campaign": info.campaign,
+        "region": info.region,
         "state": info.state.value,
         "totals": info.totals.model_dump(),
         "duplicates_dropped": info.duplicates_dropped,

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
 
     # --- DLI -------------------------------------------------------------------------------------------
     dli_endpoint: str | None = Field(default=None, description="DLI API base URL")
+    dli_endpoint_template: str = Field(
+        default="https://dli.{region}.myhuaweicloud.com", description="a campaign region's DLI endpoint"
+    )
+    obs_endpoint_template: str = Field(
+        default="https://obs.{region}.myhuaweicloud.com", description="a campaign region's OBS endpoint"
+    )
+    iam_endpoint: str = Field(default="https://iam.myhuaweicloud.com", description="for --all-projects")
     project_id: str | None = Field(default=None, description="default project for submit")
     ak: SecretStr | None = Field(default=None, description="access key ID")
     sk: SecretStr | None = Field(default=None, description="secret access key")
@@ -116,10 +123,20 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("dli_endpoint", "obs_endpoint")
+    @field_validator("dli_endpoint", "obs_endpoint", "iam_endpoint")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_http_url(value)
+
+    @field_validator("dli_endpoint_template", "obs_endpoint_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{region}" not in value:
+            raise ValueError("must contain {region}, e.g. https://dli.{region}.myhuaweicloud.com")
+        checked = _check_http_url(value.replace("{region}", "region"))
+        if checked is None:
+            raise ValueError("must be an http:// or https:// URL template")
+        return value.rstrip("/")
 
     @field_validator("project_id")
     @classmethod
@@ -171,7 +188,11 @@ class Settings(BaseSettings):
     @property
     def effective_rate(self) -> float:
         """The rate the limiter paces at: a little under the gateway's, since arrivals jitter."""
-        return self.rate_limit * (1 - self.rate_headroom)
+        return self.paced(self.rate_limit)
+
+    def paced(self, rate_limit: float | None) -> float:
+        """The pace for a gateway limit (≤ 0 or None: EXPORTER_RATE_LIMIT), less the headroom."""
+        return (rate_limit if rate_limit and rate_limit > 0 else self.rate_limit) * (1 - self.rate_headroom)
 
     @property
     def uses_redis(self) -> bool:

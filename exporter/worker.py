@@ -19,6 +19,7 @@ from exporter.handling import MessageHandler, WorkerOptions, log_bug
 from exporter.models import BatchInfo
 from exporter.outcomes import OutcomeKind, classify
 from exporter.ports import BatchQueue, BatchRunner, Claim, Clock
+from exporter.slots import RegionSlots
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -26,7 +27,7 @@ log = structlog.get_logger("exporter.worker")
 
 
 class Worker:
-    """Runs up to `max_batches` batches at once until stopped (or until the queue is empty)."""
+    """Runs up to `max_batches` batches of each region at once until stopped (or the queue is empty)."""
 
     def __init__(
         self,
@@ -46,7 +47,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._local_batches: set[str] = set()
-        self._handler = MessageHandler(queue, pipeline, options, self._clock, self._local_batches)
+        self._slots = RegionSlots(options.max_batches)
+        self._handler = MessageHandler(
+            queue, pipeline, options, self._clock, self._local_batches, self._slots
+        )
         self._assist_after: dict[str, float] = {}
         self.queue_reachable = True
 
@@ -71,7 +75,7 @@ class Worker:
         log.info("worker.started", consumer=self._consumer, until_empty=until_empty)
         try:
             while not self._stopping.is_set():
-                if len(self._active) >= self._options.max_batches:
+                if len(self._active) >= self._slots.capacity():
                     await self._idle(None)
                     continue
                 claim = await self._claim()

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from exporter.adapters.redis_campaigns import RedisCampaigns
 from exporter.adapters.redis_connection import DEFAULT_UNAVAILABLE_AFTER, RedisConnection, connect
 from exporter.adapters.redis_ledger import RedisLedger
 from exporter.adapters.redis_limiter import RedisRateLimiter
@@ -33,7 +34,7 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 class RedisBackend:
     """The queue, the ledger and rate limiters of one deployment (one key prefix, one consumer group)."""
 
-    __slots__ = ("_clock", "_conn", "ledger", "queue")
+    __slots__ = ("_clock", "_conn", "campaigns", "ledger", "queue")
 
     def __init__(
         self,
@@ -54,13 +55,15 @@ class RedisBackend:
             stale_consumer_seconds=stale_consumer_seconds,
         )
         self.ledger = RedisLedger(conn, clock=clock)
+        self.campaigns = RedisCampaigns(conn)
 
     def __repr__(self) -> str:
         return f"<RedisBackend prefix={self._conn.prefix!r}>"
 
-    def limiter(self, rate: float, burst: int = 1) -> RedisRateLimiter:
-        """A limiter sharing its slots with every limiter of the same prefix, on any replica."""
-        return RedisRateLimiter(self._conn, rate, burst, clock=self._clock)
+    def limiter(self, rate: float, burst: int = 1, scope: str | None = None) -> RedisRateLimiter:
+        """A limiter sharing its slots with every limiter of the same prefix and scope (one per DLI
+        endpoint: a gateway's limit belongs to its region), on any replica."""
+        return RedisRateLimiter(self._conn, rate, burst, clock=self._clock, scope=scope)
 
     async def purge(self) -> None:
         """Delete every key under the prefix (tests, and wiping a deployment on purpose)."""

@@ -56,6 +56,7 @@ _INFO_FIELDS = {
     "project_id",
     "obs_dir",
     "campaign",
+    "region",
     "chunk_size",
     "duplicates_dropped",
     "created_at",

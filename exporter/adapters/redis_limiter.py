@@ -116,6 +116,7 @@ class RedisRateLimiter:
         clock: Clock | None = None,
         *,
         give_up_after: float = GIVE_UP_AFTER,
+        scope: str | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -127,7 +128,8 @@ class RedisRateLimiter:
         self._interval_us = _MICROSECONDS / rate
         self._late = max(1.0 / rate, _LATE_ENOUGH)
         self._tolerance_us = (burst - 1) * self._interval_us
-        self._keys = [conn.key("limiter", "tat"), conn.key("limiter", "paused_until")]
+        space = ("limiter",) if scope is None else ("limiter", scope)
+        self._keys = [conn.key(*space, "tat"), conn.key(*space, "paused_until")]
         self._scripts = {
             "reserve": conn.script(_RESERVE),
             "pause": conn.script(_PAUSE),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from exporter.adapters.sqlite_campaigns import SqliteCampaigns
 from exporter.adapters.sqlite_db import BUSY_TIMEOUT, SqliteDatabase
 from exporter.adapters.sqlite_ledger import SqliteLedger
 from exporter.adapters.sqlite_queue import SqliteQueue
@@ -22,10 +23,11 @@ __all__ = ["SqliteBackend", "open_sqlite", "sqlite_path_from_url"]
 
 @dataclass(frozen=True, slots=True)
 class SqliteBackend:
-    """The queue and the ledger sharing one file and one writer thread."""
+    """The queue, the ledger and the campaign records sharing one file and one writer thread."""
 
     queue: SqliteQueue
     ledger: SqliteLedger
+    campaigns: SqliteCampaigns
     database: SqliteDatabase
 
     @property
@@ -66,7 +68,10 @@ async def open_sqlite(
     await database.open()
     try:
         yield SqliteBackend(
-            queue=SqliteQueue(database, clock), ledger=SqliteLedger(database, clock), database=database
+            queue=SqliteQueue(database, clock),
+            ledger=SqliteLedger(database, clock),
+            campaigns=SqliteCampaigns(database),
+            database=database,
         )
     finally:
         await database.close()

@@ -48,7 +48,7 @@ _SEGMENTS: Final = TypeAdapter(list[Segment])
 _CHUNK_COLUMNS: Final = "batch_id, idx, job_ids, state, segments, attempts, error"
 _FIXED_COLUMNS: Final = (
     "batch_id, project_id, obs_dir, campaign, chunk_size, state, duplicates_dropped, created_at, "
-    "updated_at, finished_at, error"
+    "updated_at, finished_at, error, region"
 )
 _TOTALS_FIELDS: Final = ("jobs", "chunks", *ChunkTally.FIELDS)  # the batch columns share the names
 _TOTALS_COLUMNS: Final = ", ".join(_TOTALS_FIELDS)
@@ -101,7 +101,7 @@ def create_batch(conn: sqlite3.Connection, *, info: BatchInfo, chunks: Sequence[
     """Insert the batch row (every chunk pending) and its chunk rows; False if the batch exists."""
     cursor = conn.execute(
         f"INSERT INTO batches ({_BATCH_COLUMNS}) "  # noqa: S608 - column names are constants
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, 0) ON CONFLICT DO NOTHING",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, 0) ON CONFLICT DO NOTHING",
         (
             info.batch_id,
             info.project_id,
@@ -114,6 +114,7 @@ def create_batch(conn: sqlite3.Connection, *, info: BatchInfo, chunks: Sequence[
             info.updated_at,
             info.finished_at,
             error_json(info.error),
+            info.region,
             sum(len(ids) for ids in chunks),
             len(chunks),
             len(chunks),
@@ -151,14 +152,14 @@ def list_batches(conn: sqlite3.Connection, *, limit: int) -> list[BatchInfo]:
 
 
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
-    batch_id, project_id, obs_dir, campaign, chunk_size, state, dropped, created, updated, finished, error = (
-        row[:_FIXED_COUNT]
-    )
+    batch_id, project_id, obs_dir, campaign, chunk_size, state, dropped, created, updated, finished = row[:10]
+    error, region = row[10:_FIXED_COUNT]
     return BatchInfo(
         batch_id=batch_id,
         project_id=project_id,
         obs_dir=obs_dir,
         campaign=campaign,
+        region=region,
         chunk_size=chunk_size,
         state=BatchState(state),
         duplicates_dropped=dropped,

@@ -9,7 +9,7 @@ from exporter.errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Version 1. Times are seconds since the epoch from the injected Clock. `visible_at` alone decides
 # whether a message can be claimed: enqueue time when new, `now + delay` after a nack, `now + lease`
@@ -87,7 +87,21 @@ ALTER TABLE accepted_batches ADD COLUMN identity TEXT NOT NULL DEFAULT '';
 ALTER TABLE batches ADD COLUMN error TEXT;
 DROP INDEX chunks_open;
 """
-_MIGRATIONS: Final = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> script that brings version-1 up to it
+# Version 3: the region a batch runs in, and campaigns (one record each: its identity and its batches).
+_SCHEMA_V3: Final = """
+ALTER TABLE batches ADD COLUMN region TEXT;
+CREATE TABLE campaigns (
+    campaign_id TEXT PRIMARY KEY,
+    identity    TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    body        TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+_MIGRATIONS: Final = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2,
+    3: _SCHEMA_V3,
+}  # version -> script that brings version-1 up to it
 
 
 def migrate(conn: sqlite3.Connection) -> int:

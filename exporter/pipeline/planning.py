@@ -29,6 +29,7 @@ def new_batch_info(request: BatchRequest, now: float) -> BatchInfo:
         project_id=request.project_id,
         obs_dir=request.obs_dir,
         campaign=request.campaign,
+        region=request.region.name if request.region else None,
         chunk_size=request.chunk_size,
         duplicates_dropped=request.duplicates_dropped,
         created_at=now,

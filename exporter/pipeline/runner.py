@@ -14,14 +14,12 @@ import structlog
 
 from exporter.clock import SystemClock
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, ErrorInfo
-from exporter.pipeline.export import ExportStage
-from exporter.pipeline.finish import Finisher
+from exporter.pipeline.lanes import Lane, Lanes
 from exporter.pipeline.options import PipelineOptions
 from exporter.pipeline.ownership import ChunkOwnership, LeaseLost
 from exporter.pipeline.passes import PassLog
-from exporter.pipeline.planning import Planner, require_batch
-from exporter.pipeline.verify import VerifyStage
-from exporter.ports import BatchResult, Clock, DliApi, Ledger, ObjectStore, ReportWriter
+from exporter.pipeline.planning import require_batch
+from exporter.ports import BatchResult, Clock, Ledger, Regions, ReportWriter
 
 __all__ = ["Pipeline"]
 
@@ -33,8 +31,7 @@ class Pipeline:
 
     def __init__(
         self,
-        dli: DliApi,
-        store: ObjectStore,
+        regions: Regions,
         ledger: Ledger,
         reports: ReportWriter,
         options: PipelineOptions,
@@ -45,40 +42,32 @@ class Pipeline:
         clock = clock or SystemClock()
         self._ledger = ledger
         self._options = options
-        self._planner = Planner(dli, ledger, clock, max_jobs=options.max_jobs_per_batch)
-        self._export = ExportStage(dli, ledger, clock, asyncio.Semaphore(options.concurrency))
-        self._verify = VerifyStage(
-            store,
-            ledger,
-            clock,
-            grace=options.verify_grace_seconds,
-            deep=options.verify_zip,
-            concurrency=options.verify_concurrency,
-        )
-        self._finisher = Finisher(ledger, store, reports, upload=options.upload_manifest, clock=clock)
+        self._lanes = Lanes(regions, ledger, reports, options, clock)
         self._ownership = ChunkOwnership(
             ledger, clock, owner=owner, ttl=options.chunk_lease_seconds, enabled=options.chunk_ownership
         )
 
     async def run_batch(self, request: BatchRequest) -> BatchResult:
         """Plan (once), work every open chunk, and finish the batch if nothing is left open."""
-        info = await self._planner.ensure_planned(request)
+        lane = await self._lanes.lane(request.region)
+        info = await lane.planner.ensure_planned(request)
         if info.state is BatchState.FAILED:
             return BatchResult(info.batch_id, True, info)
         if info.state is BatchState.PENDING:
             await self._ledger.set_batch_state(info.batch_id, BatchState.RUNNING)
         this_pass = PassLog()
-        await self._process(info, this_pass)
+        await self._process(lane, info, this_pass)
         info = await require_batch(self._ledger, request.batch_id)
         if info.totals.pending or info.totals.exported:
             reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
             log.info("batch.deferred", open_chunks=info.totals.pending + info.totals.exported, reason=reason)
             return BatchResult(info.batch_id, False, info, retry_after=this_pass.retry_after, reason=reason)
-        return await self._finisher.finish(info)
+        return await lane.finisher.finish(info)
 
     async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
         """End the batch for good with `error` (a permanent refusal or invalid input)."""
-        return await self._finisher.fail(request, error)
+        lane = await self._lanes.lane(request.region)
+        return await lane.finisher.fail(request, error)
 
     async def assist(self, info: BatchInfo) -> int:
         """Help with another replica's batch: work the open chunks we can own; never finish or report.
@@ -86,10 +75,10 @@ class Pipeline:
         Only meaningful with chunk ownership (Redis): the batch's message stays with its owner, which
         finishes the batch once every chunk, whoever worked it, is terminal. Returns chunks worked.
         """
-        if not self._ownership.enabled:
-            return 0
+        if not self._ownership.enabled or not self._lanes.known(info.region):
+            return 0  # a region no batch of ours ran in: its route (endpoints) travels only on the queue
         this_pass = PassLog()
-        await self._process(info, this_pass)
+        await self._process(await self._lanes.lane_of(info.region), info, this_pass)
         if this_pass.owned:
             log.info("batch.assisted", batch_id=info.batch_id, chunks=this_pass.owned)
         return this_pass.owned
@@ -98,14 +87,14 @@ class Pipeline:
         """Batches some replica is working on (candidates for `assist`)."""
         return [b for b in await self._ledger.list_batches() if b.state is BatchState.RUNNING]
 
-    async def _process(self, batch: BatchInfo, this_pass: PassLog) -> None:
+    async def _process(self, lane: Lane, batch: BatchInfo, this_pass: PassLog) -> None:
         """Stream the open chunks to the chunk workers; return when every one of them is idle."""
         workers = self._options.concurrency + self._options.verify_concurrency
         feed: asyncio.Queue[ChunkRecord | None] = asyncio.Queue(maxsize=workers * 2)
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
-                    group.create_task(self._chunk_worker(batch, feed, this_pass))
+                    group.create_task(self._chunk_worker(lane, batch, feed, this_pass))
                 async for chunk in self._ledger.chunks(batch.batch_id):
                     if not chunk.state.terminal:
                         await feed.put(chunk)
@@ -115,16 +104,16 @@ class Pipeline:
             raise _first_error(group) from None
 
     async def _chunk_worker(
-        self, batch: BatchInfo, feed: asyncio.Queue[ChunkRecord | None], this_pass: PassLog
+        self, lane: Lane, batch: BatchInfo, feed: asyncio.Queue[ChunkRecord | None], this_pass: PassLog
     ) -> None:
         while (queued := await feed.get()) is not None:
             try:
-                await self._work(batch, queued, this_pass)
+                await self._work(lane, batch, queued, this_pass)
             except LeaseLost as lost:
                 this_pass.note("lease_lost")
                 log.warning("chunk.abandoned", chunk=queued.index, reason=str(lost))
 
-    async def _work(self, batch: BatchInfo, queued: ChunkRecord, this_pass: PassLog) -> None:
+    async def _work(self, lane: Lane, batch: BatchInfo, queued: ChunkRecord, this_pass: PassLog) -> None:
         """Take one chunk as far as it goes in this pass, under its lease."""
         async with self._ownership.hold(queued) as held:
             if held is None:  # another replica holds it, or finished it meanwhile
@@ -132,9 +121,9 @@ class Pipeline:
             this_pass.owned += 1
             chunk: ChunkRecord | None = held
             if held.state is ChunkState.PENDING:
-                chunk = await self._export.run(batch, held, this_pass)
+                chunk = await lane.export.run(batch, held, this_pass)
             if chunk is not None and chunk.state is ChunkState.EXPORTED:
-                await self._verify.run(chunk, this_pass)
+                await lane.verify.run(chunk, this_pass)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

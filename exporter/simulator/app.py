@@ -1,14 +1,16 @@
-"""The DLI simulator: an aiohttp.web server speaking DLI's export, listing and import APIs.
+"""The DLI simulator: an aiohttp.web server speaking DLI's export, listing and import APIs (for one
+region and one or more projects), plus IAM's project listing.
 
 It checks AK/SK signatures (or an IAM token) like the real gateway, writes real ZIPs into an S3 server,
 and injects the faults the exporter must survive: throttling with `Retry-After`, latency, 5xx answers,
 gateway HTML pages, connection resets, truncated JSON, `is_success: false`, answers that come too late,
-ZIPs that appear late or never, and fixed permanent errors (`list_error`, `export_error`).
+ZIPs that appear late or never, and fixed permanent errors (`list_error`, `export_error`, `iam_error`).
 
 This module wires the pieces together; each lives in a module of its own:
 `gateway` (middlewares, and the order of events of a DLI call), `auth` (signatures and tokens),
-`export`, `listing` and `importing` (the three DLI APIs), `bodies` (their request bodies), `store`
-(ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and counters) and `answers`.
+`export`, `listing` and `importing` (the three DLI APIs), `iam` (IAM's project listing), `bodies` (their
+request bodies), `store` (ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and
+counters) and `answers`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from exporter.simulator.control import get_faults, get_stats, post_faults, post_
 from exporter.simulator.export import export_jobs
 from exporter.simulator.faults import FaultKnobs
 from exporter.simulator.gateway import EXPORT_ROUTE, IMPORT_ROUTE, LIST_ROUTE, frame, gateway
+from exporter.simulator.iam import IAM_ROUTE, list_iam_projects
 from exporter.simulator.importing import import_jobs
 from exporter.simulator.listing import list_jobs
 from exporter.simulator.settings import SimulatorSettings
@@ -90,6 +93,7 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.router.add_post(f"{api}/export", export_jobs, name=EXPORT_ROUTE)
     app.router.add_get(api, list_jobs, name=LIST_ROUTE, allow_head=False)
     app.router.add_post(f"{api}/import", import_jobs, name=IMPORT_ROUTE)
+    app.router.add_get("/v3/projects", list_iam_projects, name=IAM_ROUTE, allow_head=False)
     app.router.add_get("/_sim/faults", get_faults, name="sim_faults_get", allow_head=False)
     app.router.add_post("/_sim/faults", post_faults, name="sim_faults")
     app.router.add_get("/_sim/stats", get_stats, name="sim_stats", allow_head=False)
@@ -132,11 +136,18 @@ async def running_simulator(
         bound_port = int(runner.addresses[0][1])
         url_host = f"[{host}]" if ":" in host else host
         handle = SimulatorHandle(url=f"http://{url_host}:{bound_port}", port=bound_port, app=app)
-        log.info("simulator.started", url=handle.url, jobs=settings.sim_jobs, project_id=settings.project_id)
+        log.info(
+            "simulator.started",
+            url=handle.url,
+            region=settings.sim_region,
+            jobs=settings.sim_jobs,
+            project_id=settings.project_id,
+            projects=len(settings.served_projects),
+        )
         yield handle
     finally:
         await runner.cleanup()
-        log.info("simulator.stopped")
+        log.info("simulator.stopped", region=settings.sim_region)
 
 
 _COLLECT_EVERY_SECONDS = 5.0

@@ -1,5 +1,6 @@
 """Authentication like DLI's gateway: an AK/SK signature (plus the security token when one is
-configured) or the configured IAM token in `X-Auth-Token`; anything else is 401 DLI.0013."""
+configured) or the configured IAM token in `X-Auth-Token`; anything else is 401 DLI.0013 (or the code
+the caller names: IAM answers its own)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ __all__ = ["authenticate"]
 log = structlog.get_logger(__name__)
 
 
-def authenticate(request: web.Request, state: SimulatorState, body: bytes) -> None:
-    """Accept a valid AK/SK signature or the configured IAM token; raise 401 DLI.0013 otherwise."""
+def authenticate(request: web.Request, state: SimulatorState, body: bytes, *, code: str = "DLI.0013") -> None:
+    """Accept a valid AK/SK signature or the configured IAM token; raise 401 `code` otherwise."""
     try:
         _check_credentials(request, state, body)
     except SignatureError as error:
         state.stats.auth_failures += 1
         log.debug("simulator.auth_refused", reason=error.reason, path=request.path)
-        raise DliFailure(401, "DLI.0013", f"User authentication failed: {error.message}") from None
+        raise DliFailure(401, code, f"User authentication failed: {error.message}") from None
 
 
 def _check_credentials(request: web.Request, state: SimulatorState, body: bytes) -> None:

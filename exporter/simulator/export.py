@@ -25,6 +25,7 @@ async def export_jobs(request: web.Request) -> web.Response:
     """POST /v1.0/{project_id}/streaming/jobs/export: one ZIP per call, `bucket/key` in `zip_file`.
 
     With the `export_error` knob set, every call answers that error instead (before reading the body).
+    Every served project has the same catalogue; the job documents name the project of the path.
     """
     state = request.app[STATE]
     fixed = state.knobs.export_failure
@@ -34,11 +35,12 @@ async def export_jobs(request: web.Request) -> web.Response:
     payload = json_object(await request.read())
     bucket, prefix = obs_location(payload.get("obs_dir"), "obs_dir")
     job_ids = _job_ids(state.catalogue, payload)
-    with state.stats.exporting(job_ids):
-        data = await _zip_of(job_ids, state.settings.project_id)
+    project_id = request.match_info["project_id"]  # the gateway let only served projects through
+    with state.stats.exporting(project_id, job_ids):
+        data = await _zip_of(job_ids, project_id)
         key = zip_key(prefix, job_name(job_ids[0]), state.millis.next())
         await deliver(state, bucket, key, data)
-    state.stats.record_export(job_ids)
+    state.stats.record_export(project_id, job_ids)
     return json_response(
         200,
         {

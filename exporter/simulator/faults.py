@@ -7,7 +7,8 @@ seed the same request sequence meets the same faults, which keeps campaigns and 
 
 The throttling window lives here too: it decides 429s from explicit timestamps, so it is as easy to
 reason about as the dice. So do the fixed errors (`list_error`, `export_error`): no dice at all, every
-call of that API answers the same permanent error, e.g. `403:DLI.0003` (no IAM permission).
+call of that API answers the same permanent error, e.g. `403:DLI.0003` (no IAM permission); `iam_error`
+does the same for the simulated IAM project listing, e.g. `403:IAM.0002`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ _FIXED_MESSAGES = {
     "DLI.0007": "The operation is not supported.",
     "DLI.0013": "User authentication errors occur.",
     "DLI.0999": "Server-side errors occur.",
+    "IAM.0001": "The request you have made requires authentication.",
+    "IAM.0002": "You are not authorized to perform the requested action.",
+    "IAM.0006": "An unexpected error prevented the server from fulfilling your request.",
 }
 
 
@@ -116,8 +120,11 @@ class FaultKnobs(BaseModel):
     export_error: str | None = Field(
         default=None, description="STATUS:CODE[:MESSAGE] every export answers; None = off"
     )
+    iam_error: str | None = Field(
+        default=None, description="STATUS:CODE[:MESSAGE] every IAM project listing answers; None = off"
+    )
 
-    @field_validator("list_error", "export_error")
+    @field_validator("list_error", "export_error", "iam_error")
     @classmethod
     def _fixed_error(cls, value: str | None) -> str | None:
         """An empty string turns the knob off too (handy in environment variables)."""
@@ -159,6 +166,11 @@ class FaultKnobs(BaseModel):
     def export_failure(self) -> FixedError | None:
         """The error every export answers, or None when `export_error` is off."""
         return parse_fixed_error(self.export_error) if self.export_error else None
+
+    @property
+    def iam_failure(self) -> FixedError | None:
+        """The error every IAM project listing answers, or None when `iam_error` is off."""
+        return parse_fixed_error(self.iam_error) if self.iam_error else None
 
     @property
     def window_capacity(self) -> int:

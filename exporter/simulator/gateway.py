@@ -7,8 +7,11 @@ the API itself. Before-work faults (500, 503, HTML 502, reset, `is_success: fals
 `timeout` sleeps and then does the work (the client has usually given up by then: exactly the case that
 produces repeated exports); `malformed` does the work and truncates the answer.
 
-Unknown paths answer 404 `APIG.0101` like the gateway. Routes other than the DLI APIs (the `/_sim/`
-control endpoints) pass the gateway untouched: no authentication, no throttle, no faults.
+Unknown paths answer 404 `APIG.0101` like the gateway. Routes other than the DLI APIs pass the gateway
+untouched: the `/_sim/` control endpoints (no authentication at all) and IAM's project listing, which
+authenticates by itself (`iam.py`) and is neither throttled nor faulted: IAM is a global service, not
+behind this region's DLI gateway limit. The throttle window is one per simulator, whatever the project:
+one gateway limit per region and account.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ async def gateway(request: web.Request, handler: _Handler) -> web.StreamResponse
     if delay > 0:
         await asyncio.sleep(delay)
     authenticate(request, state, await request.read())
-    if request.match_info["project_id"] != state.settings.project_id:
+    if request.match_info["project_id"] not in state.projects:
         raise DliFailure(404, "DLI.0023", f"Project {request.match_info['project_id']} was not found.")
     return await _with_fault(request, handler, state)
 

@@ -27,7 +27,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     except ValueError as error:
         raise bad_request(str(error)) from None
     total, job_ids = state.catalogue.page(query)
-    project_id = state.settings.project_id
+    project_id = request.match_info["project_id"]  # every served project has the same catalogue
     jobs = (
         [job_detail(job_id, project_id) for job_id in job_ids]
         if query.show_detail

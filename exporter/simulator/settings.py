@@ -4,31 +4,59 @@ object store, plus `EXPORTER_SIM_*` knobs for the catalogue and the faults.
 Sharing the names means one environment drives both sides of a demo: the exporter signs with the AK/SK
 the simulator checks, and both talk to the same S3 server. Invalid values fail at start-up with one line
 per setting, like the exporter's settings.
+
+One simulator stands for one region's DLI (`sim_region`, its own gateway limit) serving one or more
+projects (`project_id` plus `sim_projects`), and for the account's IAM project listing
+(`sim_iam_projects`), so a multi-region campaign can run against several simulators on this machine.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.errors import ConfigError
 from exporter.models import check_project_id
+from exporter.routes import check_region_name
 from exporter.settings import ENV_PREFIX
 from exporter.simulator.faults import FaultKnobs
 
-__all__ = ["SimulatorSettings", "load_simulator_settings"]
+__all__ = ["SimIamProject", "SimulatorSettings", "load_simulator_settings"]
 
 _SIM_PREFIX = "sim_"
 
 
 def _parse_id_set(value: Any) -> Any:
-    """Accept `3,5,7`, `[3, 5, 7]` (JSON) or a Python collection for the missing IDs."""
+    """Accept `3,5,7`, `[3, 5, 7]` (JSON) or a Python collection for the missing IDs or extra projects."""
     if isinstance(value, str):
         text = value.strip().strip("[]")
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return [part.strip().strip('"') for part in text.split(",") if part.strip()]
     return value
+
+
+class SimIamProject(BaseModel):
+    """One project of the simulated account's IAM listing; sub-projects are named `region_name`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str = Field(min_length=1, max_length=64)
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_project_id(value)
 
 
 class SimulatorSettings(BaseSettings):
@@ -42,7 +70,7 @@ class SimulatorSettings(BaseSettings):
     )
 
     # --- what the simulated DLI accepts -------------------------------------------------------------
-    project_id: str = Field(description="the one project that exists")
+    project_id: str = Field(description="the project that exists (see sim_projects for more)")
     ak: SecretStr | None = Field(default=None, description="the access key ID clients sign with")
     sk: SecretStr | None = Field(default=None, description="its secret key")
     security_token: SecretStr | None = Field(
@@ -65,6 +93,16 @@ class SimulatorSettings(BaseSettings):
         default=frozenset(), description="IDs inside 1..N that do not exist"
     )
     sim_seed: int | None = Field(default=None, description="seed of the fault dice; unset = random")
+    sim_region: str | None = Field(default=None, description="the region this DLI stands for (logs, stats)")
+    sim_projects: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), description="more projects served beside project_id, each with jobs 1..N"
+    )
+
+    # --- IAM's project listing (GET /v3/projects) -----------------------------------------------------------
+    sim_iam_projects: list[SimIamProject] = Field(
+        default_factory=list, description="the account's projects (JSON); empty = the ones served here"
+    )
+    sim_iam_mos: bool = Field(default=True, description="list the global pseudo-project MOS, as IAM does")
 
     # --- faults (also changeable at runtime, see FaultKnobs) ----------------------------------------------
     sim_latency_ms: float = 0.0
@@ -85,6 +123,7 @@ class SimulatorSettings(BaseSettings):
     sim_is_success_as_string: bool = False
     sim_list_error: str | None = Field(default=None, description="e.g. 403:DLI.0003: every listing fails so")
     sim_export_error: str | None = Field(default=None, description="likewise for every export")
+    sim_iam_error: str | None = Field(default=None, description="likewise for every IAM project listing")
 
     @field_validator("project_id")
     @classmethod
@@ -105,10 +144,25 @@ class SimulatorSettings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("sim_missing_ids", mode="before")
+    @field_validator("sim_missing_ids", "sim_projects", mode="before")
     @classmethod
     def _id_set(cls, value: Any) -> Any:
         return _parse_id_set(value)
+
+    @field_validator("sim_projects")
+    @classmethod
+    def _projects(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(check_project_id(project) for project in value)
+
+    @field_validator("sim_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return check_region_name(value) if value else None
+
+    @property
+    def served_projects(self) -> frozenset[str]:
+        """Every project whose DLI APIs answer: `project_id` and `sim_projects`."""
+        return self.sim_projects | {self.project_id}
 
     @model_validator(mode="after")
     def _consistent(self) -> SimulatorSettings:

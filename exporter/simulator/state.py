@@ -33,9 +33,10 @@ class SimStats:
 
     `requests[route][status]` counts every answer (`reset` for a dropped connection); `exports` counts
     export calls that answered success (their ZIPs may still be late or never written); `job_exports`
-    counts per job ID how often it was in such an export, which is how campaigns measure repeats;
-    `overlapping_exports` counts export calls that began while another call holding one of the same IDs
-    was still being worked: two replicas exporting one chunk at the same time.
+    counts per project and job ID how often it was in such an export, which is how campaigns measure
+    repeats; `overlapping_exports` counts export calls that began while another call holding one of the
+    same jobs of the same project was still being worked: two replicas exporting one chunk at the same
+    time. Job 7 of one project and job 7 of another are different jobs, so everything is kept per project.
     """
 
     __slots__ = (
@@ -56,34 +57,39 @@ class SimStats:
         self.throttled = 0
         self.auth_failures = 0
         self.faults: Counter[str] = Counter()
-        self.job_exports: Counter[int] = Counter()
-        self.repeated_ids: set[int] = set()
+        self.job_exports: defaultdict[str, Counter[int]] = defaultdict(Counter)
+        self.repeated_ids: defaultdict[str, set[int]] = defaultdict(set)
         self.exports = 0
         self.zips_written = 0
-        self.in_flight: Counter[int] = Counter()
+        self.in_flight: defaultdict[str, Counter[int]] = defaultdict(Counter)
         self.overlapping_exports = 0
 
     @contextlib.contextmanager
-    def exporting(self, job_ids: list[int]) -> Iterator[None]:
-        """Mark the IDs as being exported while the handler works; count a call that overlaps another."""
-        if any(self.in_flight[job_id] for job_id in job_ids):
+    def exporting(self, project_id: str, job_ids: list[int]) -> Iterator[None]:
+        """Mark the jobs as being exported while the handler works; count a call that overlaps another."""
+        in_flight = self.in_flight[project_id]
+        if any(in_flight[job_id] for job_id in job_ids):
             self.overlapping_exports += 1
-        self.in_flight.update(job_ids)
+        in_flight.update(job_ids)
         try:
             yield
         finally:
-            self.in_flight.subtract(job_ids)
+            in_flight.subtract(job_ids)
 
-    def record_export(self, job_ids: list[int]) -> None:
+    def record_export(self, project_id: str, job_ids: list[int]) -> None:
         self.exports += 1
-        counts = self.job_exports
+        counts = self.job_exports[project_id]
         for job_id in job_ids:
             counts[job_id] += 1
             if counts[job_id] == 2:
-                self.repeated_ids.add(job_id)
+                self.repeated_ids[project_id].add(job_id)
 
     def snapshot(self) -> dict[str, Any]:
-        repeated = len(self.repeated_ids)
+        """The counters as JSON; `repeated_job_ids` merges the projects' IDs (see the `_by_project` key)."""
+        repeated = sum(len(ids) for ids in self.repeated_ids.values())
+        shown = repeated <= _REPEATED_IDS_SHOWN
+        by_project = {project: sorted(ids) for project, ids in self.repeated_ids.items() if ids}
+        merged = sorted({job_id for ids in by_project.values() for job_id in ids})
         return {
             "requests": {route: dict(statuses) for route, statuses in self.requests.items()},
             "requests_total": sum(sum(statuses.values()) for statuses in self.requests.values()),
@@ -91,10 +97,12 @@ class SimStats:
             "auth_failures": self.auth_failures,
             "faults": dict(self.faults),
             "exports": self.exports,
-            "jobs_exported": len(self.job_exports),
-            "job_exports_total": sum(self.job_exports.values()),
+            "jobs_exported": sum(len(counts) for counts in self.job_exports.values()),
+            "jobs_exported_by_project": {project: len(jobs) for project, jobs in self.job_exports.items()},
+            "job_exports_total": sum(sum(counts.values()) for counts in self.job_exports.values()),
             "job_ids_exported_more_than_once": repeated,
-            "repeated_job_ids": sorted(self.repeated_ids) if repeated <= _REPEATED_IDS_SHOWN else None,
+            "repeated_job_ids": merged if shown else None,
+            "repeated_job_ids_by_project": by_project if shown else None,
             "zips_written": self.zips_written,
             "overlapping_exports": self.overlapping_exports,
         }
@@ -105,6 +113,7 @@ class SimulatorState:
 
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
+        self.projects = settings.served_projects
         self.catalogue = JobCatalogue(settings.sim_jobs, settings.sim_missing_ids)
         self.knobs = settings.fault_knobs()
         self.rng = random.Random(settings.sim_seed)
@@ -117,7 +126,11 @@ class SimulatorState:
         self._apply_window()
 
     def __repr__(self) -> str:
-        return f"<SimulatorState {self.catalogue!r} {self.window!r} late_writes={len(self.late_writes)}>"
+        region = self.settings.sim_region
+        return (
+            f"<SimulatorState region={region} projects={len(self.projects)} {self.catalogue!r} "
+            f"{self.window!r} late_writes={len(self.late_writes)}>"
+        )
 
     def set_faults(self, changes: dict[str, Any]) -> FaultKnobs:
         """Change knobs at runtime (validated as a whole); ValueError leaves the old ones in place."""
@@ -134,6 +147,8 @@ class SimulatorState:
 
     def snapshot(self) -> dict[str, Any]:
         return {
+            "region": self.settings.sim_region,
+            "projects": sorted(self.projects),
             **self.stats.snapshot(),
             "max_in_window": self.window.max_in_window,
             "rate_window_seconds": self.knobs.rate_window_seconds,

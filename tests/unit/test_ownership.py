@@ -14,7 +14,7 @@ from fakes import FakeDli, FakeLedger, FakeStore, VirtualClock
 from exporter import metrics
 from exporter.errors import AuthError, Transient
 from exporter.models import BatchInfo, BatchRequest, ChunkState, ExportResult, Segment, ZipRecord
-from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.pipeline import Pipeline, PipelineOptions, SingleRegion
 from exporter.report import LocalReportWriter
 
 TTL = 3.0
@@ -46,7 +46,9 @@ def replica(
     options = PipelineOptions(
         concurrency=2, verify_concurrency=2, chunk_ownership=True, chunk_lease_seconds=TTL
     )
-    return Pipeline(dli, store, ledger, LocalReportWriter(tmp_path), options, owner=owner, clock=clock)
+    return Pipeline(
+        SingleRegion(dli, store), ledger, LocalReportWriter(tmp_path), options, owner=owner, clock=clock
+    )
 
 
 def one_chunk_batch() -> BatchRequest:

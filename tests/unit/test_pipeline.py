@@ -11,7 +11,7 @@ from fakes import FakeDli, FakeLedger, FakeStore, ManualClock
 
 from exporter.errors import AuthError, InvalidInput, Permanent, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkState
-from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.pipeline import Pipeline, PipelineOptions, SingleRegion
 from exporter.report import LocalReportWriter
 
 
@@ -25,7 +25,9 @@ def make(
     defaults: dict[str, object] = {"concurrency": 4, "verify_concurrency": 4, "verify_grace_seconds": 10}
     options = PipelineOptions(**{**defaults, **option_overrides})  # type: ignore[arg-type]
     return (
-        Pipeline(dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock),
+        Pipeline(
+            SingleRegion(dli, store), ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock
+        ),
         dli,
         store,
         ledger,
@@ -187,7 +189,11 @@ async def test_assistant_works_chunks_and_leaves_finishing_to_the_owner(tmp_path
     """An assisting replica exports and verifies open chunks but never completes or reports the batch."""
     helper, dli, store, ledger, _ = make(tmp_path, chunk_ownership=True)
     owner = Pipeline(
-        dli, store, ledger, LocalReportWriter(tmp_path), PipelineOptions(chunk_ownership=True), owner="w2"
+        SingleRegion(dli, store),
+        ledger,
+        LocalReportWriter(tmp_path),
+        PipelineOptions(chunk_ownership=True),
+        owner="w2",
     )
     info = BatchInfo(
         batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0
@@ -257,7 +263,12 @@ async def test_stale_copy_of_a_chunk_finished_elsewhere_is_not_exported_again(tm
     ledger = FinishedElsewhereLedger()
     options = PipelineOptions(chunk_ownership=True)
     pipeline = Pipeline(
-        dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=ManualClock()
+        SingleRegion(dli, store),
+        ledger,
+        LocalReportWriter(tmp_path),
+        options,
+        owner="w1",
+        clock=ManualClock(),
     )
     info = BatchInfo(
         batch_id="b1", project_id="p1", obs_dir="bucket", chunk_size=10, created_at=0, updated_at=0

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from exporter import metrics
 from exporter.errors import Permanent, StoreUnavailable, Transient
 from exporter.models import BatchInfo, BatchRequest, BatchState, JobSummary, ListFilters
-from exporter.pipeline import Pipeline, PipelineOptions
+from exporter.pipeline import Pipeline, PipelineOptions, SingleRegion
 from exporter.report import LocalReportWriter
 from exporter.submission import submit_batch
 from exporter.worker import Worker, WorkerOptions
@@ -27,7 +27,9 @@ def make(
     dli = FakeDli(store=store)
     ledger = FakeLedger(clock)
     options = PipelineOptions(concurrency=2, verify_concurrency=2, chunk_ownership=chunk_ownership)
-    pipeline = Pipeline(dli, store, ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock)
+    pipeline = Pipeline(
+        SingleRegion(dli, store), ledger, LocalReportWriter(tmp_path), options, owner="w1", clock=clock
+    )
     queue = FakeQueue(clock)
     defaults: dict[str, object] = {"poll_interval": 0.01, "drain_seconds": 1}
     worker = WorkerOptions(**{**defaults, **worker_options})  # type: ignore[arg-type]

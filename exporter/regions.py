@@ -1,0 +1,74 @@
+"""`Regions` for the daemon: DLI and OBS clients per endpoint, opened when first needed, closed with it.
+
+Part of the composition root. A DLI client per DLI endpoint, each with its own rate limiter (a gateway's
+limit belongs to a region and an account; on Redis the limiter and its 429 pause are shared by every
+replica under a scope named after the endpoint), and an OBS client per OBS endpoint. Routes that name the
+default endpoints get the default clients, so a region spelled out in a campaign file and the same
+endpoint in EXPORTER_DLI_ENDPOINT share one limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from urllib.parse import urlsplit
+
+import structlog
+
+from exporter.models import RegionRoute
+from exporter.ports import DliApi, ObjectStore, RegionClients
+
+__all__ = ["DliFactory", "RegionDirectory", "StoreFactory", "limiter_scope"]
+
+log = structlog.get_logger("exporter.regions")
+
+DliFactory = Callable[[str, float | None], DliApi]
+"""A DLI client for (endpoint, the region's gateway limit or None for EXPORTER_RATE_LIMIT)."""
+StoreFactory = Callable[[RegionRoute], AbstractAsyncContextManager[ObjectStore]]
+"""An OBS client for the route's OBS endpoint, as an async context manager (closed with the runtime)."""
+
+
+def limiter_scope(endpoint: str) -> str:
+    """The Redis key scope of an endpoint's limiter: its host and port, readable in `redis-cli keys`."""
+    parts = urlsplit(endpoint)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+class RegionDirectory:
+    """Clients per endpoint for every route a batch carries; the default route is None."""
+
+    def __init__(
+        self,
+        stack: AsyncExitStack,
+        default: RegionClients,
+        *,
+        default_obs_endpoint: str | None,
+        dli_for: DliFactory,
+        store_for: StoreFactory,
+    ) -> None:
+        self._stack = stack
+        self._default = default
+        self._dli_for = dli_for
+        self._store_for = store_for
+        self._lock = asyncio.Lock()
+        self._dli: dict[str, DliApi] = {default.key: default.dli}
+        self._stores: dict[str | None, ObjectStore] = {default_obs_endpoint: default.store}
+
+    def __repr__(self) -> str:
+        return f"<RegionDirectory dli={sorted(self._dli)} obs={len(self._stores)}>"
+
+    async def clients(self, route: RegionRoute | None) -> RegionClients:
+        if route is None:
+            return self._default
+        async with self._lock:  # two batches of a new region at once must not open two clients
+            dli = self._dli.get(route.dli_endpoint)
+            if dli is None:
+                dli = self._dli[route.dli_endpoint] = self._dli_for(route.dli_endpoint, route.rate_limit)
+                log.info("region.dli_opened", region=route.name, endpoint=route.dli_endpoint)
+            store = self._stores.get(route.obs_endpoint)
+            if store is None:
+                store = await self._stack.enter_async_context(self._store_for(route))
+                self._stores[route.obs_endpoint] = store
+                log.info("region.obs_opened", region=route.name, endpoint=route.obs_endpoint)
+        return RegionClients(route.dli_endpoint, dli, store)
