@@ -34,9 +34,10 @@ class LeaseLost(Exception):
 class ChunkOwnership:
     """Claims, renews and releases chunk leases for one owner; a no-op when ownership is off (SQLite)."""
 
-    __slots__ = ("_clock", "_enabled", "_ledger", "_owner", "_ttl")
+    __slots__ = ("_clock", "_enabled", "_held", "_ledger", "_owner", "_ttl")
 
     def __init__(self, ledger: Ledger, clock: Clock, *, owner: str, ttl: float, enabled: bool) -> None:
+        self._held: set[tuple[str, int]] = set()
         self._ledger = ledger
         self._clock = clock
         self._owner = owner
@@ -57,6 +58,22 @@ class ChunkOwnership:
         if not self._enabled:
             yield chunk
             return
+        key = (chunk.batch_id, chunk.index)
+        # The store's lease is per owner, and one process is one owner: a pass and an assist of the same
+        # batch in this process would both be granted it. So a chunk held here is never held twice.
+        if key in self._held:
+            yield None
+            return
+        self._held.add(key)
+        try:
+            async with self._leased(chunk) as held:
+                yield held
+        finally:
+            self._held.discard(key)
+
+    @asynccontextmanager
+    async def _leased(self, chunk: ChunkRecord) -> AsyncIterator[ChunkRecord | None]:
+        """The store's lease on the chunk for the body (None when another owner has it), renewed."""
         if not await self._ledger.claim_chunk(chunk.batch_id, chunk.index, self._owner, self._ttl):
             yield None
             return

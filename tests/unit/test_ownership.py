@@ -218,3 +218,18 @@ async def test_renewal_that_swallows_its_cancel_still_ends_with_the_chunk(tmp_pa
     assert ledger.renewals_started >= 1
     assert result.done and result.info is not None and result.info.totals.verified == 10
     assert ledger.owners == {}
+
+
+async def test_a_pass_and_an_assist_in_one_process_never_export_a_chunk_twice(tmp_path: Path) -> None:
+    """Seen after a kill -9 on Redis: the new replica assisted a batch, then claimed its message and ran it;
+    the store's lease is per owner, so both passes held every chunk. Now the second one skips them."""
+    clock = VirtualClock()
+    ledger, store = FakeLedger(clock), FakeStore()
+    dli = SlowDli(store=store)
+    dli.clock, dli.seconds = clock, 1.0
+    pipeline = replica(tmp_path, ledger, store, dli, "w1", clock)
+    request = one_chunk_batch()
+    info = await plan(ledger, request)
+    async with clock.running():
+        await asyncio.gather(pipeline.assist(info), pipeline.run_batch(request))
+    assert dli.calls == [list(range(1, 11))]
