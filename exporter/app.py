@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -27,21 +27,33 @@ from exporter.clock import SystemClock
 from exporter.dli.client import DliClient
 from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
+from exporter.errors import ConfigError
 from exporter.http import create_http_app
+from exporter.http_campaigns import add_campaign_routes
+from exporter.iam import discovered_targets, list_projects
 from exporter.logs import log_asyncio_exception, log_tasks
 from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
+from exporter.pipeline.campaigns import CampaignCloser
 from exporter.ports import BatchQueue, DliApi, Ledger, ObjectStore, RateLimiter, RegionClients
 from exporter.regions import RegionDirectory, limiter_scope
 from exporter.report import LocalReportWriter
 from exporter.settings import Settings
-from exporter.wiring import pipeline_options, retry_policy, s3_options, session_options, worker_options
+from exporter.wiring import (
+    pipeline_options,
+    plan_defaults,
+    retry_policy,
+    s3_options,
+    session_options,
+    worker_options,
+)
 from exporter.worker import Worker
 
 __all__ = [
     "Runtime",
     "Stores",
     "consumer_name",
+    "discover_projects",
     "open_runtime",
     "open_stores",
     "run_daemon",
@@ -111,6 +123,19 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local)
 
 
+async def discover_projects(settings: Settings, regions: Collection[str] | None) -> list[tuple[str, str]]:
+    """(region, project_id) of every project of the account (IAM `GET /v3/projects`, AK/SK signed)."""
+    settings.require_credentials()
+    auth = _dli_auth(settings)
+    if not isinstance(auth, Credentials):
+        raise ConfigError(
+            "--all-projects signs IAM's project listing with AK/SK: set EXPORTER_AK and EXPORTER_SK"
+        )
+    async with create_session(session_options(settings)) as session:
+        projects = await list_projects(session, settings.iam_endpoint, auth)
+    return discovered_targets(projects, regions)
+
+
 def _dli_auth(settings: Settings) -> Credentials | str:
     if settings.ak is not None and settings.sk is not None:
         token = settings.security_token.get_secret_value() if settings.security_token else None
@@ -152,7 +177,16 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
         )
         reports = LocalReportWriter(settings.report_dir)
         options = pipeline_options(settings)
-        pipeline = Pipeline(regions, stores.ledger, reports, options, owner=owner, clock=clock)
+        closer = CampaignCloser(
+            stores.campaigns,
+            stores.ledger,
+            reports,
+            upload=settings.upload_manifest,
+            report_dir=str(settings.report_dir),
+        )
+        pipeline = Pipeline(
+            regions, stores.ledger, reports, options, owner=owner, clock=clock, campaigns=closer
+        )
         worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
 
@@ -179,6 +213,14 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
         runner: web.AppRunner | None = None
         if serve_http:
             app = create_http_app(runtime.stores.queue, runtime.stores.ledger, runtime.worker, settings)
+            add_campaign_routes(
+                app,
+                runtime.stores.campaigns,
+                runtime.stores.queue,
+                runtime.stores.ledger,
+                defaults=plan_defaults(settings),
+                report_dir=str(settings.report_dir),
+            )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()

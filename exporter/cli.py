@@ -17,6 +17,7 @@ import click
 
 from exporter.app import run_daemon
 from exporter.commands.batches import report, status
+from exporter.commands.campaign import campaign
 from exporter.commands.common import command_settings, fail, run_command
 from exporter.commands.letters import dead_letters, requeue
 from exporter.commands.submit import submit
@@ -53,7 +54,7 @@ def main(
     ctx.obj = {"queue_url": queue_url, "log_format": log_format, "log_level": log_level}
 
 
-for _command in (submit, status, report, dead_letters, requeue):
+for _command in (submit, status, report, dead_letters, requeue, campaign):
     main.add_command(_command)
 
 

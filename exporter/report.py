@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from exporter.models import BatchInfo, ChunkRecord, ChunkState, ErrorInfo, Segment
 from exporter.ports import ReportFile
@@ -178,3 +178,51 @@ class LocalReportWriter:
             ReportFile(paths.report, "application/json"),
             ReportFile(paths.manifest, "application/x-ndjson"),
         ]
+
+    async def write_campaign(
+        self, campaign_id: str, report: dict[str, Any], lines: AsyncIterator[str]
+    ) -> list[ReportFile]:
+        """`campaign-<id>.json` and `campaign-<id>.jsonl` (streamed in slices), each renamed into place."""
+        base = self._directory / f"campaign-{campaign_id}"
+        report_path, lines_path = base.with_suffix(".json"), base.with_suffix(".jsonl")
+        await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        await _stream_atomically(lines_path, lines)
+        await asyncio.to_thread(_replace_with, report_path, json.dumps(report) + "\n")
+        return [ReportFile(report_path, "application/json"), ReportFile(lines_path, "application/x-ndjson")]
+
+
+async def _stream_atomically(path: Path, lines: AsyncIterator[str]) -> None:
+    """Lines to `path.tmp` a slice at a time (off the event loop), fsynced and renamed at the end."""
+    temp = path.with_name(path.name + ".tmp")
+    handle = await asyncio.to_thread(temp.open, "w", encoding="utf-8")
+    try:
+        piece: list[str] = []
+        size = 0
+        async for line in lines:
+            piece.append(line + "\n")
+            size += len(line)
+            if size >= _FLUSH_CHARACTERS:
+                await asyncio.to_thread(handle.write, "".join(piece))
+                piece, size = [], 0
+        await asyncio.to_thread(handle.write, "".join(piece))
+        await asyncio.to_thread(_close_synced, handle)
+        await asyncio.to_thread(temp.replace, path)
+    except BaseException:
+        handle.close()
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _close_synced(handle: TextIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+
+
+def _replace_with(path: Path, text: str) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    with temp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temp.replace(path)

@@ -8,13 +8,21 @@ so it can be built and tested without the whole configuration. What one setting 
 from __future__ import annotations
 
 from exporter.adapters.s3 import S3Options
+from exporter.campaign import PlanDefaults
 from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import SessionOptions
 from exporter.handling import WorkerOptions
 from exporter.pipeline import PipelineOptions
 from exporter.settings import Settings
 
-__all__ = ["pipeline_options", "retry_policy", "s3_options", "session_options", "worker_options"]
+__all__ = [
+    "pipeline_options",
+    "plan_defaults",
+    "retry_policy",
+    "s3_options",
+    "session_options",
+    "worker_options",
+]
 
 # Connections the S3 client keeps beyond one per verify task, for report and manifest uploads.
 _S3_SPARE_CONNECTIONS = 4
@@ -85,4 +93,14 @@ def worker_options(settings: Settings) -> WorkerOptions:
         max_retry_delay=settings.batch_retry_max_delay,
         assist=settings.uses_redis,
         assist_cooldown=max(1.0, settings.poll_interval * 5),
+    )
+
+
+def plan_defaults(settings: Settings) -> PlanDefaults:
+    """What a campaign falls back on: EXPORTER_CHUNK_SIZE, the endpoint templates, the per-batch limit."""
+    return PlanDefaults(
+        chunk_size=settings.chunk_size,
+        dli_endpoint_template=settings.dli_endpoint_template,
+        obs_endpoint_template=settings.obs_endpoint_template,
+        max_jobs=settings.max_jobs_per_batch,
     )

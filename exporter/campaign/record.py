@@ -7,11 +7,14 @@ idempotency key of its own); other content under the same campaign ID is refused
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CampaignBatch", "CampaignRecord", "CampaignStore"]
+from exporter.ports import ReportFile
+
+__all__ = ["CampaignBatch", "CampaignRecord", "CampaignReportWriter", "CampaignStore"]
 
 
 class CampaignBatch(BaseModel):
@@ -45,4 +48,14 @@ class CampaignStore(Protocol):
 
     async def list_campaigns(self, limit: int = 100) -> list[CampaignRecord]:
         """The most recent records first."""
+        ...
+
+
+class CampaignReportWriter(Protocol):
+    """Where a completed campaign's report goes (beside the batch reports)."""
+
+    async def write_campaign(
+        self, campaign_id: str, report: dict[str, Any], lines: AsyncIterator[str]
+    ) -> list[ReportFile]:
+        """Write `campaign-<id>.json` (the report) and `campaign-<id>.jsonl` (one line per job)."""
         ...

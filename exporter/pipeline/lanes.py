@@ -41,6 +41,7 @@ class Lane:
     export: ExportStage
     verify: VerifyStage
     finisher: Finisher
+    store: ObjectStore
 
 
 class Lanes:
@@ -95,4 +96,5 @@ class Lanes:
             finisher=Finisher(
                 self._ledger, clients.store, self._reports, upload=options.upload_manifest, clock=self._clock
             ),
+            store=clients.store,
         )

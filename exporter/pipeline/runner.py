@@ -14,6 +14,7 @@ import structlog
 
 from exporter.clock import SystemClock
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, ErrorInfo
+from exporter.pipeline.campaigns import CampaignCloser
 from exporter.pipeline.lanes import Lane, Lanes
 from exporter.pipeline.options import PipelineOptions
 from exporter.pipeline.ownership import ChunkOwnership, LeaseLost
@@ -38,8 +39,10 @@ class Pipeline:
         *,
         owner: str,
         clock: Clock | None = None,
+        campaigns: CampaignCloser | None = None,
     ) -> None:
         clock = clock or SystemClock()
+        self._campaigns = campaigns
         self._ledger = ledger
         self._options = options
         self._lanes = Lanes(regions, ledger, reports, options, clock)
@@ -62,12 +65,18 @@ class Pipeline:
             reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
             log.info("batch.deferred", open_chunks=info.totals.pending + info.totals.exported, reason=reason)
             return BatchResult(info.batch_id, False, info, retry_after=this_pass.retry_after, reason=reason)
-        return await lane.finisher.finish(info)
+        return await self._ended(lane, await lane.finisher.finish(info))
 
     async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
         """End the batch for good with `error` (a permanent refusal or invalid input)."""
         lane = await self._lanes.lane(request.region)
-        return await lane.finisher.fail(request, error)
+        return await self._ended(lane, await lane.finisher.fail(request, error))
+
+    async def _ended(self, lane: Lane, result: BatchResult) -> BatchResult:
+        """A batch ended: if it was its campaign's last, the campaign's report is written now."""
+        if self._campaigns is not None and result.info is not None:
+            await self._campaigns.after_batch(result.info, lane.store)
+        return result
 
     async def assist(self, info: BatchInfo) -> int:
         """Help with another replica's batch: work the open chunks we can own; never finish or report.
