@@ -76,7 +76,9 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 if len(self._active) >= self._slots.capacity():
-                    await self._idle(None)
+                    # A batch that fills its region's slots raises the capacity without finishing:
+                    # look again after a poll interval, not only when a batch ends.
+                    await self._idle(self._options.poll_interval)
                     continue
                 claim = await self._claim()
                 if claim is not None:

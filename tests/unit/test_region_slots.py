@@ -1,0 +1,115 @@
+"""Batch slots per region: a region whose batches all wait on its limiter never keeps the worker from
+another region's batch; its extra batches are handed back (not failed) and run once a slot frees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fakes import FakeQueue, ManualClock
+
+from exporter.clock import SystemClock
+
+from exporter.models import BatchInfo, BatchRequest, ErrorInfo
+from exporter.ports import BatchResult
+from exporter.slots import RegionSlots
+from exporter.worker import Worker, WorkerOptions
+
+
+def test_slots_count_per_region_and_capacity_grows_with_full_regions() -> None:
+    slots = RegionSlots(2)
+    assert slots.capacity() == 2
+    assert slots.take("a") and slots.take("a") and not slots.take("a")
+    assert slots.capacity() == 4  # region a is full: room for another region's batches
+    assert slots.take("b") and slots.take(None)
+    slots.give_back("a")
+    assert slots.take("a") and slots.capacity() == 4
+    with pytest.raises(ValueError, match="at least 1"):
+        RegionSlots(0)
+
+
+@pytest.mark.parametrize(("deliveries", "expected"), [(1, 1.0), (2, 2.0), (4, 8.0), (30, 64.0)])
+def test_deferral_doubles_per_offer_up_to_a_minute(deliveries: int, expected: float) -> None:
+    assert RegionSlots.deferral(1.0, deliveries) == expected
+
+
+class RealClock(ManualClock):
+    """The system's time, with the `now` the fake queue reads its visibility from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._system = SystemClock()
+
+    @property  # type: ignore[override]
+    def now(self) -> float:
+        return self._system.monotonic()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        pass
+
+    def monotonic(self) -> float:
+        return self._system.monotonic()
+
+    def time(self) -> float:
+        return self._system.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class HeldRegion:
+    """A BatchRunner whose region-a batches wait until released (all stuck on region a's limiter)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+
+    async def run_batch(self, request: BatchRequest) -> BatchResult:
+        self.started.append(request.batch_id)
+        if request.region is not None and request.region.name == "region-a":
+            await self.release.wait()
+        return BatchResult(request.batch_id, True, None)
+
+    async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
+        return BatchResult(request.batch_id, True, None)
+
+    async def assist(self, info: BatchInfo) -> int:
+        return 0
+
+    async def running_batches(self) -> list[BatchInfo]:
+        return []
+
+
+def message(batch_id: str, region: str) -> str:
+    route = {
+        "name": region,
+        "dli_endpoint": f"http://{region}.test",
+        "obs_endpoint": f"http://obs.{region}.test",
+    }
+    body = {"batch_id": batch_id, "project_id": "p1", "obs_dir": "bucket", "job_ids": [1], "region": route}
+    return json.dumps(body)
+
+
+async def test_a_full_region_hands_its_batch_back_and_the_other_region_runs() -> None:
+    # Real time (a manual clock would jump by every heartbeat's sleep): the run takes milliseconds.
+    clock = RealClock()
+    queue, runner = FakeQueue(clock), HeldRegion()
+    for batch_id, region in (("a1", "region-a"), ("a2", "region-a"), ("b1", "region-b")):
+        await queue.put(batch_id, message(batch_id, region))
+    options = WorkerOptions(max_batches=1, poll_interval=0.01, drain_seconds=1)
+    worker = Worker(queue, runner, consumer="w1", options=options, clock=clock)
+    task = asyncio.create_task(worker.run(until_empty=True))
+
+    async def b1_started() -> None:
+        while "b1" not in runner.started:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(b1_started(), 5)
+    assert runner.started[:2] == ["a1", "b1"]  # b1 ran while a1 held region a's only slot
+    assert "a2" not in runner.started and ("2", 0.01) in queue.nacked  # a2 handed back, not failed
+    assert queue.failed_nacks == [] and queue.parked == []
+    runner.release.set()
+    await asyncio.wait_for(task, 10)
+    assert sorted(queue.acked) == ["1", "2", "3"]
