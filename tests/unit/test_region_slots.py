@@ -10,7 +10,6 @@ import pytest
 from fakes import FakeQueue, ManualClock
 
 from exporter.clock import SystemClock
-
 from exporter.models import BatchInfo, BatchRequest, ErrorInfo
 from exporter.ports import BatchResult
 from exporter.slots import RegionSlots
@@ -64,12 +63,15 @@ class HeldRegion:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.other_region_started = asyncio.Event()
         self.started: list[str] = []
 
     async def run_batch(self, request: BatchRequest) -> BatchResult:
         self.started.append(request.batch_id)
         if request.region is not None and request.region.name == "region-a":
             await self.release.wait()
+        else:
+            self.other_region_started.set()
         return BatchResult(request.batch_id, True, None)
 
     async def fail_batch(self, request: BatchRequest, error: ErrorInfo) -> BatchResult:
@@ -102,11 +104,7 @@ async def test_a_full_region_hands_its_batch_back_and_the_other_region_runs() ->
     worker = Worker(queue, runner, consumer="w1", options=options, clock=clock)
     task = asyncio.create_task(worker.run(until_empty=True))
 
-    async def b1_started() -> None:
-        while "b1" not in runner.started:
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(b1_started(), 5)
+    await asyncio.wait_for(runner.other_region_started.wait(), 5)
     assert runner.started[:2] == ["a1", "b1"]  # b1 ran while a1 held region a's only slot
     assert "a2" not in runner.started and ("2", 0.01) in queue.nacked  # a2 handed back, not failed
     assert queue.failed_nacks == [] and queue.parked == []
