@@ -68,6 +68,7 @@ class Contract:
     open_peer: Callable[[], AbstractAsyncContextManager[Any]]  # a second handle on the same store
     # a handle whose store cannot be reached (closed, or nothing listening): its calls raise StoreUnavailable
     open_unreachable: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+    campaigns: Any = None  # the backend's CampaignStore (the fakes have none)
 
     async def elapse(self, seconds: float) -> None:
         """Let `seconds` pass for the backend (manual clock, plus a real wait when it reads its own)."""
@@ -90,7 +91,9 @@ async def _sqlite(path: Path, clock: ManualClock) -> AsyncIterator[Contract]:
         yield other  # closed when its block ended: nothing it holds can reach the file any more
 
     async with open_sqlite(path, clock=clock) as backend:
-        yield Contract("sqlite", backend.queue, backend.ledger, clock, 30.0, False, peer, closed)
+        yield Contract(
+            "sqlite", backend.queue, backend.ledger, clock, 30.0, False, peer, closed, backend.campaigns
+        )
 
 
 async def _delete_keys(prefix: str) -> None:
@@ -129,7 +132,17 @@ async def _redis(clock: ManualClock) -> AsyncIterator[Contract]:
     try:
         async with connect() as backend:
             try:
-                yield Contract("redis", backend.queue, backend.ledger, clock, 0.5, True, connect, unreachable)
+                yield Contract(
+                    "redis",
+                    backend.queue,
+                    backend.ledger,
+                    clock,
+                    0.5,
+                    True,
+                    connect,
+                    unreachable,
+                    backend.campaigns,
+                )
             finally:
                 await backend.purge()
     finally:

@@ -42,6 +42,7 @@ def _info(batch_id: str, created_at: float, chunk_size: int = 3) -> BatchInfo:
         project_id="0123456789abcdef",
         obs_dir="dli-exports/campaign-7",
         campaign="campaign-7",
+        region="ap-southeast-1",
         chunk_size=chunk_size,
         duplicates_dropped=2,
         created_at=created_at,

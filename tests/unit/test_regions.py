@@ -1,0 +1,63 @@
+"""The daemon's region directory: clients per endpoint, opened once on first use, closed with the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+from fakes import FakeDli, FakeStore
+
+from exporter.models import RegionRoute
+from exporter.ports import DliApi, ObjectStore, RegionClients
+from exporter.regions import RegionDirectory, limiter_scope
+
+
+def route(name: str, dli: str, obs: str, rate: float | None = None) -> RegionRoute:
+    return RegionRoute(name=name, dli_endpoint=dli, obs_endpoint=obs, rate_limit=rate)
+
+
+async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() -> None:
+    store = FakeStore()
+    default = RegionClients("https://dli.default", FakeDli(store=store), store)
+    made: list[tuple[str, float | None]] = []
+    opened: list[str] = []
+    closed: list[str] = []
+
+    def dli_for(endpoint: str, rate: float | None) -> DliApi:
+        made.append((endpoint, rate))
+        return FakeDli(store=store)
+
+    def store_for(region: RegionRoute) -> AbstractAsyncContextManager[ObjectStore]:
+        @asynccontextmanager
+        async def opening() -> AsyncIterator[ObjectStore]:
+            opened.append(region.obs_endpoint)
+            yield FakeStore()
+            closed.append(region.obs_endpoint)
+
+        return opening()
+
+    async with AsyncExitStack() as stack:
+        regions = RegionDirectory(
+            stack, default, default_obs_endpoint="https://obs.default", dli_for=dli_for, store_for=store_for
+        )
+        a = route("region-a", "https://dli.a", "https://obs.a", 20)
+        first, second = await asyncio.gather(regions.clients(a), regions.clients(a))
+        assert first.dli is second.dli and first.store is second.store and first.key == "https://dli.a"
+        b = route("region-b", "https://dli.b", "https://obs.a")  # its own gateway, a shared OBS
+        other = await regions.clients(b)
+        assert other.dli is not first.dli and other.store is first.store
+        same_as_default = await regions.clients(route("x", "https://dli.default", "https://obs.default"))
+        assert same_as_default.dli is default.dli and same_as_default.store is default.store
+        assert await regions.clients(None) is default
+        assert made == [("https://dli.a", 20), ("https://dli.b", None)]
+        assert opened == ["https://obs.a"] and closed == []
+    assert closed == ["https://obs.a"]
+
+
+def test_limiter_scope_names_host_and_port() -> None:
+    assert (
+        limiter_scope("https://dli.ap-southeast-1.myhuaweicloud.com")
+        == "dli.ap-southeast-1.myhuaweicloud.com:443"
+    )
+    assert limiter_scope("http://127.0.0.1:8780") == "127.0.0.1:8780"
