@@ -111,14 +111,16 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         ) as redis:
 
             def shared(rate: float, scope: str | None) -> RateLimiter:
-                return redis.limiter(settings.paced(rate), settings.rate_burst, scope)
+                return redis.limiter(settings.paced(rate), settings.rate_burst, scope, settings.window_slack)
 
             yield Stores(redis.queue, redis.ledger, redis.campaigns, shared)
     else:
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
 
             def local(rate: float, scope: str | None) -> RateLimiter:
-                return LocalRateLimiter(settings.paced(rate), settings.rate_burst)
+                return LocalRateLimiter(
+                    settings.paced(rate), settings.rate_burst, window_slack=settings.window_slack
+                )
 
             yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local)
 

@@ -63,6 +63,13 @@ class RegionDirectory:
             return self._default
         async with self._lock:  # two batches of a new region at once must not open two clients
             dli = self._dli.get(route.dli_endpoint)
+            if dli is self._default.dli and route.rate_limit is not None:
+                log.warning(  # one gateway, one limiter: the default's, at EXPORTER_RATE_LIMIT
+                    "region.rate_limit_ignored",
+                    region=route.name,
+                    endpoint=route.dli_endpoint,
+                    reason="it names EXPORTER_DLI_ENDPOINT, whose limiter runs at EXPORTER_RATE_LIMIT",
+                )
             if dli is None:
                 dli = self._dli[route.dli_endpoint] = self._dli_for(route.dli_endpoint, route.rate_limit)
                 log.info("region.dli_opened", region=route.name, endpoint=route.dli_endpoint)

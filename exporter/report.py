@@ -183,8 +183,9 @@ class LocalReportWriter:
         self, campaign_id: str, report: dict[str, Any], lines: AsyncIterator[str]
     ) -> list[ReportFile]:
         """`campaign-<id>.json` and `campaign-<id>.jsonl` (streamed in slices), each renamed into place."""
-        base = self._directory / f"campaign-{campaign_id}"
-        report_path, lines_path = base.with_suffix(".json"), base.with_suffix(".jsonl")
+        # Not with_suffix: a campaign ID may hold dots (`v1.2`), which would be taken for a suffix.
+        report_path = self._directory / f"campaign-{campaign_id}.json"
+        lines_path = self._directory / f"campaign-{campaign_id}.jsonl"
         await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
         await _stream_atomically(lines_path, lines)
         await asyncio.to_thread(_replace_with, report_path, json.dumps(report) + "\n")

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         """The rate the limiter paces at: a little under the gateway's, since arrivals jitter."""
         return self.paced(self.rate_limit)
 
+    @property
+    def window_slack(self) -> float:
+        """Seconds of lateness a release may have and still use its slot: the headroom's share of the
+        gateway's one-second window, so late releases never put one request too many in it."""
+        return self.rate_headroom * 1.0
+
     def paced(self, rate_limit: float | None) -> float:
         """The pace for a gateway limit (≤ 0 or None: EXPORTER_RATE_LIMIT), less the headroom."""
         return (rate_limit if rate_limit and rate_limit > 0 else self.rate_limit) * (1 - self.rate_headroom)

@@ -2,8 +2,9 @@
 
 A worker that filled its slots with batches of one region (all waiting on that region's limiter) would
 leave another region's batches in the queue. So the limit counts per region: a claimed batch of a full
-region is handed back (deferred, not counted as a failed delivery) and the worker keeps claiming, up to
-`max_batches` more batches while some region is full. Pure bookkeeping: the worker does the queue writes.
+region is handed back (deferred, not counted as a failed delivery) and the worker keeps claiming, with
+room for `max_batches` batches of each region it runs and of one more. Pure bookkeeping: the worker
+does the queue writes.
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ class RegionSlots:
             del self._running[region]
 
     def capacity(self) -> int:
-        """How many batches the worker may hold now: `per_region`, plus as many again per full region,
-        so one saturated region never keeps the worker from claiming another region's batch."""
-        full = sum(1 for count in self._running.values() if count >= self._per_region)
-        return self._per_region * (full + 1)
+        """How many batches the worker may hold now: `per_region` for each region running here, and
+        room for one more region, so busy regions never keep the worker from claiming another's batch."""
+        return self._per_region * (len(self._running) + 1)
 
     @staticmethod
     def deferral(poll_interval: float, deliveries: int) -> float:

@@ -9,9 +9,12 @@ sent to the back of the line (reserving again and again starved every caller onc
 by more than one interval). Callers take turns in arrival order; each first sleeps, outside the line,
 until its slot would come if everyone ahead went on time, so a late loop delays each wake-up once
 rather than once per caller ahead. A late release does not push the schedule back by its lateness as
-long as that is under one interval (timer jitter costs no throughput); beyond that the schedule
-restarts from now, so a stall never releases its backlog of missed slots. However late the loop runs,
-no window of W seconds sees more than `ceil(rate * W) + burst` releases.
+long as that is under one interval (timer jitter costs no throughput), or under `window_slack` when
+that is shorter; beyond that the schedule restarts from now, so a stall never releases its backlog of
+missed slots. However late the loop runs, no window of W seconds sees more than
+`ceil(rate * (W + slack)) + burst - 1` releases: with `window_slack` the headroom's share of the
+gateway's window (30 ms of 1 s at 3%), a rate paced 3% under the limit stays within it even at 20/s,
+where one whole interval (51 ms) of lateness let a 21st request into a 20-request window.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ class LocalRateLimiter:
         "_waiting",
     )
 
-    def __init__(self, rate: float, burst: int = 1, clock: Clock | None = None) -> None:
+    def __init__(
+        self, rate: float, burst: int = 1, clock: Clock | None = None, *, window_slack: float | None = None
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         if burst < 1:
@@ -85,6 +90,8 @@ class LocalRateLimiter:
         # With burst 1 a late release keeps the phase for up to one interval (the spacer below keeps it
         # half an interval from the next); a larger burst's tolerance absorbs that lateness by itself.
         self._slack = max(0.0, self._interval - self._tolerance)
+        if window_slack is not None:
+            self._slack = min(self._slack, max(0.0, window_slack))
         self._tat = float("-inf")  # theoretical arrival time of the next request (GCRA)
         self._paused_until = float("-inf")
         self._waiting = 0

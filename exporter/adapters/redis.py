@@ -60,10 +60,14 @@ class RedisBackend:
     def __repr__(self) -> str:
         return f"<RedisBackend prefix={self._conn.prefix!r}>"
 
-    def limiter(self, rate: float, burst: int = 1, scope: str | None = None) -> RedisRateLimiter:
+    def limiter(
+        self, rate: float, burst: int = 1, scope: str | None = None, window_slack: float | None = None
+    ) -> RedisRateLimiter:
         """A limiter sharing its slots with every limiter of the same prefix and scope (one per DLI
         endpoint: a gateway's limit belongs to its region), on any replica."""
-        return RedisRateLimiter(self._conn, rate, burst, clock=self._clock, scope=scope)
+        return RedisRateLimiter(
+            self._conn, rate, burst, clock=self._clock, scope=scope, window_slack=window_slack
+        )
 
     async def purge(self) -> None:
         """Delete every key under the prefix (tests, and wiping a deployment on purpose)."""

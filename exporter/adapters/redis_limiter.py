@@ -7,10 +7,10 @@ N µs" and the caller sleeps locally; only the server clock decides slots, so re
 
 A 429 sets a shared "paused until" key (the later of the old and new deadline); a caller whose sleep ends
 inside a pause reserves again behind it. A caller that wakes late uses its slot while the lateness is
-one that the gateway's window absorbs (up to 20 ms, or one interval when that is longer: the default 3%
-headroom is 30 ms of a one-second window), so a loop a few milliseconds late on every turn slows callers
-but never starves them; later than that (its event loop stalled) it reserves a new slot rather than
-release a backlog of missed slots at once. When Redis is slow or unreachable the caller asks again
+one that the gateway's window absorbs (up to 20 ms, or one interval when that is longer, but never
+more than `window_slack`, the headroom's share of the window: 30 ms of one second at 3%), so a loop
+a few milliseconds late on every turn slows callers but never starves them; later than that (its
+event loop stalled) it reserves a new slot rather than release a backlog of missed slots at once. When Redis is slow or unreachable the caller asks again
 with jittered backoff (tenacity, built only after a first failure: the hot path is one script call), and
 after `give_up_after` seconds it raises `StoreUnavailable`: it never sends a request without a slot.
 """
@@ -39,6 +39,7 @@ _MICROSECONDS = 1_000_000
 _FIRST_RETRY = 0.05
 _LONGEST_RETRY = 2.0
 _LATE_ENOUGH = 0.02
+_LEAST_LATENESS = 0.005  # below this, a loop a little late on every turn would take new slots for ever
 GIVE_UP_AFTER: Final = 60.0
 """Seconds a caller keeps asking an unreachable Redis for a slot before it raises StoreUnavailable."""
 
@@ -117,6 +118,7 @@ class RedisRateLimiter:
         *,
         give_up_after: float = GIVE_UP_AFTER,
         scope: str | None = None,
+        window_slack: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -127,6 +129,8 @@ class RedisRateLimiter:
         self._give_up_after = give_up_after
         self._interval_us = _MICROSECONDS / rate
         self._late = max(1.0 / rate, _LATE_ENOUGH)
+        if window_slack is not None:  # never more lateness than the gateway's window absorbs
+            self._late = min(self._late, max(window_slack, _LEAST_LATENESS))
         self._tolerance_us = (burst - 1) * self._interval_us
         space = ("limiter",) if scope is None else ("limiter", scope)
         self._keys = [conn.key(*space, "tat"), conn.key(*space, "paused_until")]

@@ -194,3 +194,38 @@ async def test_no_window_sees_more_than_rate_plus_burst_however_the_loop_lags(
     released = await releases_for(LocalRateLimiter(rate, burst, clock), clock, callers=12, seconds=0.5)
     for window in (0.5 / rate, 1 / rate, 2.5 / rate, 0.05, 0.25):
         assert max_in_window(released, window) <= math.ceil(rate * window - 1e-9) + burst, window
+
+
+class StallingLoop(VirtualClock):
+    """Virtual time on a loop that is blocked for `stall` seconds once every `every` seconds (a report
+    being written, a GC pass), as seen in bench/campaign.py at 20 requests/s."""
+
+    def __init__(self, stall: float, every: float) -> None:
+        super().__init__()
+        self.stall, self.every = stall, every
+        self.next_stall = self.now + every
+
+    async def _drive(self) -> None:
+        while True:
+            for _ in range(20):  # let every runnable task reach its next await
+                await asyncio.sleep(0)
+            while self._sleepers:
+                wake, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    self.now = max(self.now, wake)
+                    if self.now >= self.next_stall:  # the loop was blocked: this wake-up comes late
+                        self.now += self.stall
+                        self.next_stall = self.now + self.every
+                    future.set_result(None)
+                    break
+
+
+@pytest.mark.parametrize("stall", [0.04, 0.07, 0.1])
+async def test_stalls_never_put_a_request_too_many_in_a_slow_gateways_window(stall: float) -> None:
+    """A 20/s gateway paced 3% under (19.4/s): late releases may keep their slot only for the headroom's
+    share of the window (30 ms), so no 1-s window ever sees a 21st request (one interval, 51 ms, did)."""
+    clock = StallingLoop(stall=stall, every=0.37)
+    limiter = LocalRateLimiter(20 * 0.97, 1, clock, window_slack=0.03)
+    released = await releases_for(limiter, clock, callers=8, seconds=6.0)
+    assert max_in_window(released, 1.0) <= 20
+    assert len(released) >= 0.8 * 6 * 20 * 0.97  # the stalls cost time, the limiter no more than that

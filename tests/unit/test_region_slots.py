@@ -20,10 +20,11 @@ def test_slots_count_per_region_and_capacity_grows_with_full_regions() -> None:
     slots = RegionSlots(2)
     assert slots.capacity() == 2
     assert slots.take("a") and slots.take("a") and not slots.take("a")
-    assert slots.capacity() == 4  # region a is full: room for another region's batches
+    assert slots.capacity() == 4  # region a's two, and room for another region's
     assert slots.take("b") and slots.take(None)
-    slots.give_back("a")
-    assert slots.take("a") and slots.capacity() == 4
+    assert slots.capacity() == 8  # three regions running here, and room for a fourth
+    slots.give_back("b")
+    assert slots.capacity() == 6 and slots.take("a") is False
     with pytest.raises(ValueError, match="at least 1"):
         RegionSlots(0)
 
