@@ -6,13 +6,14 @@ moved by one script, so all replicas together stay under the rate. The script an
 N µs" and the caller sleeps locally; only the server clock decides slots, so replicas' clocks never matter.
 
 A 429 sets a shared "paused until" key (the later of the old and new deadline); a caller whose sleep ends
-inside a pause reserves again behind it. A caller that wakes late uses its slot while the lateness is
-one that the gateway's window absorbs (up to 20 ms, or one interval when that is longer, but never
-more than `window_slack`, the headroom's share of the window: 30 ms of one second at 3%), so a loop
-a few milliseconds late on every turn slows callers but never starves them; later than that (its
-event loop stalled) it reserves a new slot rather than release a backlog of missed slots at once.
-When Redis is slow or unreachable the caller asks again with jittered backoff (tenacity, built only after a first failure: the hot path is one script call), and
-after `give_up_after` seconds it raises `StoreUnavailable`: it never sends a request without a slot.
+inside a pause reserves again behind it. A caller that wakes late uses its slot while the lateness is one
+that the gateway's window absorbs (up to 20 ms, or one interval when that is longer, but never more than
+`window_slack`, the headroom's share of the window: 30 ms of one second at 3%), so a loop a few milliseconds
+late on every turn slows callers but never starves them; later than that (its event loop stalled) it
+reserves a new slot rather than release a backlog of missed slots at once. When Redis is slow or unreachable
+the caller asks again with jittered backoff (tenacity, built only after a first failure: the hot path is one
+script call), and after `give_up_after` seconds it raises `StoreUnavailable`: it never sends a request
+without a slot.
 """
 
 from __future__ import annotations
