@@ -279,9 +279,17 @@ def _plot_memory(result: BenchResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_campaign(result: BenchResult, path: Path) -> None:
+    """Per-region rates against each region's limit; drawn where the benchmark's series is defined."""
+    from bench.campaign import plot_campaign
+
+    plot_campaign(result, path)
+
+
 _PLOTTERS: dict[str, Callable[[BenchResult, Path], None]] = {
     "rate_limit": _plot_rate_limit,
     "memory": _plot_memory,
+    "campaign": _plot_campaign,
 }
 
 

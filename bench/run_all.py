@@ -16,7 +16,7 @@ import time
 from bench import report
 from bench.common import PYTHON, REPO_ROOT
 
-BENCHMARKS = ("rate_limit", "overhead", "vs_sdk", "memory", "verify", "replicas", "crash")
+BENCHMARKS = ("rate_limit", "overhead", "vs_sdk", "memory", "verify", "replicas", "crash", "campaign")
 LIMIT_SECONDS = 300
 
 

@@ -123,3 +123,21 @@ def test_checkers_report_bad_files() -> None:
     assert unknown_keys({"rate_limt": 5, "rate_limit": 5}) == ["rate_limt"]
     assert undocumented_keys("# the rate\nrate_limit = 5\n\nconcurrency = 4\n") == ["concurrency"]
     assert mentioned_keys("# ca_bundle = 'x'\nrate_limit = 1\n") == {"ca_bundle", "rate_limit"}
+
+
+def test_campaign_example_plans_as_its_comments_say() -> None:
+    """config/campaign.toml is valid: three targets, two regions with their own limits, templates filled."""
+    from exporter.campaign import load_campaign_file, plan_campaign
+    from exporter.wiring import plan_defaults
+
+    path = CONFIG / "campaign.toml"
+    plan = plan_campaign(
+        load_campaign_file(path), source=str(path), base_dir=path.parent, defaults=plan_defaults(Settings())
+    )
+    assert plan.campaign_id == "tenant-2026-12" and len(plan.requests) == 3
+    assert {name: route.rate_limit for name, route in plan.regions.items()} == {
+        "ap-southeast-1": 20,
+        "cn-north-4": 40,
+    }
+    assert plan.regions["cn-north-4"].dli_endpoint == "https://dli.cn-north-4.myhuaweicloud.com"
+    assert sum(request.select_all for request in plan.requests) == 1
