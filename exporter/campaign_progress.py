@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,13 +23,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Column, Table
-from rich.text import Text
+from rich.table import Column
 
 from exporter.campaign.record import CampaignBatch
 from exporter.campaign.views import CampaignView, campaign_state, campaign_totals
 from exporter.models import BatchInfo, BatchState
 from exporter.progress import eta_seconds
+from exporter.tables import print_table, printable
 
 __all__ = ["campaign_status_json", "follow_campaign", "print_campaign", "rate_per_second", "target_rows"]
 
@@ -126,50 +125,9 @@ def _title(view: CampaignView) -> str:
     return f"campaign {view.record.campaign_id}: {campaign_state(view.infos)}"
 
 
-def _printable(cell: str) -> str:
-    """A cell on one line: control characters (a newline in an identifier) shown escaped."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in cell)
-
-
-def _rich_table(view: CampaignView, now: float) -> Table:
-    """A rich table of the targets: identifiers never wrap, and cells are text, never markup."""
-    table = Table(title=Text(_printable(_title(view))))
-    for number, name in enumerate(_HEADER):
-        text_column = number < _TEXT_COLUMNS
-        table.add_column(name, justify="left" if text_column else "right", no_wrap=text_column)
-    rows = [[_printable(cell) for cell in row] for row in target_rows(view, now)]
-    for row in rows[:-1]:
-        table.add_row(*map(Text, row))
-    table.add_row(*map(Text, rows[-1]), style="bold")
-    return table
-
-
-def _plain_table(view: CampaignView, now: float) -> str:
-    """The same table as aligned plain text at its natural width (for pipes, files and logs)."""
-    rows = [list(_HEADER), *([_printable(cell) for cell in row] for row in target_rows(view, now))]
-    widths = [max(len(row[n]) for row in rows) for n in range(len(_HEADER))]
-    lines = [_printable(_title(view))]
-    for row in rows:
-        cells = [
-            cell.ljust(width) if n < _TEXT_COLUMNS else cell.rjust(width)
-            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _natural_width(console: Console, table: Table) -> int:
-    """How wide the table is when nothing is squeezed (rich's own measure stops at the console width)."""
-    return Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
-
-
 def print_campaign(console: Console, view: CampaignView, now: float) -> None:
     """The rich table on a terminal wide enough for it, the plain table everywhere else."""
-    table = _rich_table(view, now)
-    if console.is_terminal and _natural_width(console, table) <= console.width:
-        console.print(table)
-    else:
-        console.print(_plain_table(view, now), markup=False, highlight=False, crop=False, soft_wrap=True)
+    print_table(console, _HEADER, target_rows(view, now), _TEXT_COLUMNS, _title(view))
 
 
 def _target_entry(batch: CampaignBatch, info: BatchInfo | None, now: float) -> dict[str, Any]:
@@ -233,7 +191,7 @@ def _groups(view: CampaignView) -> dict[str, list[tuple[CampaignBatch, BatchInfo
     """The targets by region in the campaign's order, then the whole campaign under "campaign"."""
     groups: dict[str, list[tuple[CampaignBatch, BatchInfo | None]]] = {}
     for batch, info in view.rows:
-        groups.setdefault(_printable(_region(batch)), []).append((batch, info))
+        groups.setdefault(printable(_region(batch)), []).append((batch, info))
     return {**groups, "campaign": list(view.rows)}
 
 

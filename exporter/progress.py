@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,9 +22,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Column, Table
-from rich.text import Text
 
 from exporter.models import BatchInfo, Totals
+from exporter.tables import plain_text, print_table, rich_table
 
 __all__ = [
     "batch_lines",
@@ -40,7 +39,6 @@ __all__ = [
 
 _HEADER = ("batch", "campaign", "state", "done", "verified", "failed", "chunks", "ETA")
 _TEXT_COLUMNS = 3  # batch, campaign, state: left-aligned; the numbers are right-aligned
-_UNBOUNDED = 10_000  # columns: wider than any table of batches
 
 
 def eta_seconds(info: BatchInfo, now: float) -> float | None:
@@ -112,52 +110,19 @@ def _rows(batches: Sequence[BatchInfo], now: float) -> list[list[str]]:
 
 def batches_table(batches: Sequence[BatchInfo], now: float, title: str | None = None) -> Table:
     """A rich table of the batches: identifiers never wrap, and cells are text, never markup."""
-    table = Table(title=Text(title) if title else None)
-    for number, name in enumerate(_HEADER):
-        text_column = number < _TEXT_COLUMNS
-        table.add_column(name, justify="left" if text_column else "right", no_wrap=text_column)
-    rows = _rows(batches, now)
-    for row in rows[:-1]:
-        table.add_row(*map(Text, row))
-    table.add_row(*map(Text, rows[-1]), style="bold")
-    return table
-
-
-def _printable(cell: str) -> str:
-    """A cell on one line: control characters (a newline in a campaign label) shown escaped."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in cell)
+    return rich_table(_HEADER, _rows(batches, now), _TEXT_COLUMNS, title)
 
 
 def plain_table(batches: Sequence[BatchInfo], now: float, title: str | None = None) -> str:
     """The same table as aligned plain text at its natural width (for pipes, files and logs)."""
-    rows = [list(_HEADER), *([_printable(cell) for cell in row] for row in _rows(batches, now))]
-    widths = [max(len(row[n]) for row in rows) for n in range(len(_HEADER))]
-    lines = [_printable(title)] if title else []
-    for row in rows:
-        cells = [
-            cell.ljust(width) if n < _TEXT_COLUMNS else cell.rjust(width)
-            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _natural_width(console: Console, table: Table) -> int:
-    """How wide the table is when nothing is squeezed (rich's own measure stops at the console width)."""
-    return Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+    return plain_text(_HEADER, _rows(batches, now), _TEXT_COLUMNS, title)
 
 
 def print_batches(
     console: Console, batches: Sequence[BatchInfo], now: float, title: str | None = None
 ) -> None:
     """The rich table on a terminal wide enough for it, the plain table everywhere else."""
-    table = batches_table(batches, now, title)
-    if console.is_terminal and _natural_width(console, table) <= console.width:
-        console.print(table)
-    else:
-        console.print(
-            plain_table(batches, now, title), markup=False, highlight=False, crop=False, soft_wrap=True
-        )
+    print_table(console, _HEADER, _rows(batches, now), _TEXT_COLUMNS, title)
 
 
 def _bar(console: Console, label_width: int) -> Progress:
