@@ -49,6 +49,7 @@ __all__ = [
     "run_benchmark",
     "running_stack",
     "submit",
+    "until_answering",
     "wait_ok",
     "watch",
 ]
@@ -145,7 +146,7 @@ def _server_env(s3_endpoint: str, faults: Mapping[str, Any], seed: int) -> dict[
     return env
 
 
-async def _until_answering(url: str, session: aiohttp.ClientSession, child: Child) -> None:
+async def until_answering(url: str, session: aiohttp.ClientSession, child: Child) -> None:
     """Poll `url` until anything answers over HTTP; BenchError if the process dies or time runs out."""
     deadline = time.monotonic() + _STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -173,11 +174,11 @@ async def running_stack(
         s3 = Child("s3", [PYTHON, "-m", "bench.procs.s3_server", str(s3_port)], env={}, logdir=workdir)
         sim: Child | None = None
         try:
-            await _until_answering(s3_endpoint, session, s3)
+            await until_answering(s3_endpoint, session, s3)
             await create_bucket(s3_endpoint, BUCKET)
             args = [PYTHON, "-m", "exporter.cli", "simulate", "--port", str(sim_port), "--jobs", str(jobs)]
             sim = Child("simulator", args, env=env, logdir=workdir)
-            await _until_answering(f"{sim_url}/_sim/stats", session, sim)
+            await until_answering(f"{sim_url}/_sim/stats", session, sim)
             control = SimulatorControl(sim_url, session)
             await _warm_up(sim_url, session, control)
             yield Stack(workdir, s3_endpoint, control, s3, sim)

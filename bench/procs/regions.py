@@ -8,9 +8,7 @@ region here is `python -m exporter.cli simulate` in a process of its own, config
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,14 +17,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import BUCKET, PYTHON, SimulatorControl
+from bench.common import BUCKET, PYTHON, SimulatorControl, until_answering
 from bench.processes import BenchError, Child
 from exporter.devstack import DEV_AK, DEV_SK, create_bucket, free_port
 from exporter.dli.signer import Credentials, sign_request
 
 __all__ = ["Region", "RegionsRig", "running_regions"]
-
-_STARTUP_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +50,6 @@ class RegionsRig:
     s3_endpoint: str
     sims: dict[str, SimulatorControl]
     children: list[Child]
-
-
-async def _answering(url: str, session: aiohttp.ClientSession, child: Child) -> None:
-    """Poll (bounded) until `url` answers over HTTP; BenchError if the process dies or time runs out."""
-    deadline = time.monotonic() + _STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise BenchError(f"{child.name} exited during start-up\n{child.tail()}")
-        try:
-            async with session.get(url) as response:
-                await response.read()
-                return
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.05)
-    raise BenchError(f"{child.name} did not answer on {url} within {_STARTUP_SECONDS:g}s\n{child.tail()}")
 
 
 def _sim_env(region: Region, s3_endpoint: str, knobs: Mapping[str, Any]) -> dict[str, str]:
@@ -107,7 +88,7 @@ async def _start_simulator(
     child = Child(f"sim-{region.name}", args, env=_sim_env(region, s3_endpoint, knobs), logdir=workdir)
     stack.push_async_callback(child.stop)
     control = SimulatorControl(f"http://127.0.0.1:{port}", session)
-    await _answering(f"{control.url}/_sim/stats", session, child)
+    await until_answering(f"{control.url}/_sim/stats", session, child)
     await _warm_up(control, session, next(iter(region.projects)))
     return control, child
 
@@ -122,7 +103,7 @@ async def running_regions(
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
         s3 = Child("s3", [PYTHON, "-m", "bench.procs.s3_server", str(s3_port)], env={}, logdir=workdir)
         stack.push_async_callback(s3.stop)
-        await _answering(s3_endpoint, session, s3)
+        await until_answering(s3_endpoint, session, s3)
         await create_bucket(s3_endpoint, BUCKET)
         sims: dict[str, SimulatorControl] = {}
         children = [s3]
