@@ -205,19 +205,12 @@ class StallingLoop(VirtualClock):
         self.stall, self.every = stall, every
         self.next_stall = self.now + every
 
-    async def _drive(self) -> None:
-        while True:
-            for _ in range(20):  # let every runnable task reach its next await
-                await asyncio.sleep(0)
-            while self._sleepers:
-                wake, _, future = heapq.heappop(self._sleepers)
-                if not future.done():
-                    self.now = max(self.now, wake)
-                    if self.now >= self.next_stall:  # the loop was blocked: this wake-up comes late
-                        self.now += self.stall
-                        self.next_stall = self.now + self.every
-                    future.set_result(None)
-                    break
+    def woken_at(self, wake: float) -> float:
+        now = max(self.now, wake)
+        if now >= self.next_stall:  # the loop was blocked: this wake-up comes late
+            now += self.stall
+            self.next_stall = now + self.every
+        return now
 
 
 @pytest.mark.parametrize("stall", [0.04, 0.07, 0.1])
