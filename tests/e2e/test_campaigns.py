@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import CLI, Ran, run_cli
 
 from exporter.devstack import RegionSim, RegionsStack, local_regions, settings_env
 
 pytestmark = [pytest.mark.slow]
 
-CLI = (sys.executable, "-m", "exporter.cli")
 P1, P2, P3 = "a1" * 16, "a2" * 16, "b1" * 16
 LIMITS = {"region-a": 20.0, "region-b": 40.0}
 FAST = {
@@ -39,24 +38,8 @@ FAST = {
 JOBS = 1000  # region-b's target is `all = true`: every job of its project
 
 
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-async def cli(env: dict[str, str], *args: str, limit_s: float = 120) -> Ran:
-    process = await asyncio.create_subprocess_exec(
-        *CLI, *args, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), limit_s)
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+async def cli(env: dict[str, str], *args: str) -> Ran:
+    return await run_cli(env, *args, limit_s=120)
 
 
 def campaign_file(stack: RegionsStack, workdir: Path, campaign_id: str = "tenant-1") -> Path:

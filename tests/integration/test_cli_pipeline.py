@@ -13,48 +13,23 @@ import os
 import pty
 import re
 import struct
-import sys
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support import CLI, Ran, run_cli
 
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 from exporter.devstack import local_stack, settings_env
 from exporter.simulator.jobs import job_name, job_queue, job_status, job_tags, job_type, job_user
 
-CLI = (sys.executable, "-m", "exporter.cli")
 FAST = {"poll_interval": 0.05, "verify_grace_seconds": 5, "retry_initial_backoff": 0.02}
 ROW_FIELDS = {"index", "part", "job_ids", "state", "zip_files", "attempts", "error", "request_id"}
 
 
-@dataclass(frozen=True)
-class Ran:
-    """What a command printed, and how it ended."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
 async def cli(env: dict[str, str], *args: str) -> Ran:
-    """Run `dli-exporter ARGS` as a process with these EXPORTER_* settings; bounded in time."""
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+    return await run_cli(env, *args, limit_s=90)
 
 
 async def submit_and_work(env: dict[str, str], *submit_args: str) -> None:
