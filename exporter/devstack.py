@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from exporter.settings import ENV_PREFIX, Settings
 from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
 from exporter.simulator.iam import iam_entries
-from exporter.simulator.settings import SimIamProject
+from exporter.simulator.settings import SimIamProject, migration_settings
 
 __all__ = [
     "DEV_AK",
@@ -57,11 +57,15 @@ class LocalStack:
 
 @dataclass(frozen=True, slots=True)
 class RegionSim:
-    """One simulated region: its projects (the first is its main one), gateway limit and fault knobs."""
+    """One simulated region: its projects (the first is its main one), gateway limit and fault knobs;
+    for migrations, projects that start empty, the buckets it may import from, names seeded there."""
 
     projects: tuple[str, ...]
     rate_limit: float = 0
     faults: dict[str, Any] = field(default_factory=dict)
+    target_projects: tuple[str, ...] = ()
+    readable_buckets: tuple[str, ...] = ()
+    existing_names: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.projects:
@@ -159,18 +163,21 @@ async def local_stack(
     ak: str = DEV_AK,
     sk: str = DEV_SK,
     security_token: str | None = None,
+    target_projects: Sequence[str] = (),  # the migration options: the simulator's `sim_*` of those names
+    readable_buckets: Sequence[str] = (),
+    existing_names: Mapping[str, Sequence[str]] | None = None,
     **exporter_settings: Any,
 ) -> AsyncIterator[LocalStack]:
     """Start (or reuse) an S3 server, create the bucket, start the simulator; yield exporter settings.
 
-    The simulator demands `ak`/`sk` (and `security_token` when given); the settings carry the same.
-    """
+    The simulator demands `ak`/`sk` (and `security_token` when given); the settings carry the same."""
     with _maybe_s3(s3_endpoint) as endpoint:
         await create_bucket(endpoint, bucket)
         # What the simulator demands and the exporter must carry: the same project, keys and OBS.
         shared: dict[str, Any] = {"project_id": DEV_PROJECT, "ak": ak, "sk": sk}
         shared |= {"security_token": security_token, "obs_endpoint": endpoint, "obs_region": "us-east-1"}
         sim_faults = {f"sim_{k}": v for k, v in (faults or {}).items()}
+        sim_faults |= migration_settings(target_projects, readable_buckets, existing_names or {})
         sim_settings = SimulatorSettings(**shared, sim_jobs=jobs, sim_missing_ids=missing_ids, **sim_faults)
         async with running_simulator(sim_settings) as simulator:
             settings = Settings(
@@ -264,6 +271,7 @@ def _region_settings(
         "sk": DEV_SK,
         "obs_endpoint": s3_endpoint,
         "obs_region": "us-east-1",
+        **migration_settings(region.target_projects, region.readable_buckets, region.existing_names),
     }
     return SimulatorSettings(**{**values, **sim_faults})  # a `rate_limit` among the faults wins
 

@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.results import ExportResult, JobSummary, ObjectInfo
-from exporter.routes import RegionRoute
+from exporter.routes import Destination, OnConflict, RegionRoute
 from exporter.rules import (
     MAX_JOB_ID,
     ChunkPlan,
@@ -35,11 +35,13 @@ __all__ = [
     "ChunkRecord",
     "ChunkState",
     "ChunkTally",
+    "Destination",
     "ErrorInfo",
     "ExportResult",
     "JobSummary",
     "ListFilters",
     "ObjectInfo",
+    "OnConflict",
     "RegionRoute",
     "Segment",
     "Totals",
@@ -89,6 +91,7 @@ class BatchRequest(BaseModel):
     chunk_size: int = Field(default=100, ge=1, le=1000)
     campaign: str | None = Field(default=None, max_length=128)
     region: RegionRoute | None = Field(default=None, description="None: the default endpoints")
+    migration: Destination | None = Field(default=None, description="import the jobs there once verified")
     duplicates_dropped: int = Field(default=0, ge=0)
     planned: bool = Field(default=False, description="the chunks are in the ledger already (submit did it)")
     jobs: int | None = Field(default=None, ge=0, description="how many IDs a planned batch holds")
@@ -277,6 +280,7 @@ class BatchInfo(BaseModel):
     obs_dir: str
     campaign: str | None = None
     region: str | None = None
+    migration: Destination | None = None
     chunk_size: int
     state: BatchState = BatchState.PENDING
     totals: Totals = Field(default_factory=Totals)

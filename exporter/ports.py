@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from exporter.migration.ports import DliImporter, ObjectCopier
 from exporter.models import (
     BatchInfo,
     BatchRequest,
@@ -229,6 +230,8 @@ class RegionClients:
     key: str
     dli: DliApi
     store: ObjectStore
+    importer: DliImporter | None = None  # the same clients' import side (migration)
+    copier: ObjectCopier | None = None
 
 
 class Regions(Protocol):

@@ -8,11 +8,21 @@ default endpoints (`EXPORTER_DLI_ENDPOINT`, `EXPORTER_OBS_ENDPOINT`) and the def
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["REGION_NAME", "RegionRoute", "check_endpoint", "check_region_name"]
+from exporter.rules import check_obs_dir, check_project_id
+
+__all__ = [
+    "REGION_NAME",
+    "Destination",
+    "OnConflict",
+    "RegionRoute",
+    "check_endpoint",
+    "check_region_name",
+]
 
 REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -55,3 +65,36 @@ class RegionRoute(BaseModel):
     @classmethod
     def _endpoint(cls, value: str) -> str:
         return check_endpoint(value)
+
+
+class OnConflict(StrEnum):
+    """What to do when the target already holds a job of the same name."""
+
+    SKIP = "skip"  # leave the existing job; the row is `skipped`
+    OVERWRITE = "overwrite"  # `is_cover`: the existing job takes the imported content and keeps its ID
+    FAIL = "fail"  # leave the existing job; the row is `failed` with NAME_EXISTS
+
+    @property
+    def is_cover(self) -> bool:
+        return self is OnConflict.OVERWRITE
+
+
+class Destination(BaseModel):
+    """Where a migration batch's jobs are imported."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project_id: str
+    region: RegionRoute | None = Field(default=None, description="None: the default endpoints")
+    obs_dir: str | None = Field(default=None, description="where the ZIPs must be; None: where exported")
+    on_conflict: OnConflict = OnConflict.SKIP
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        return check_project_id(value)
+
+    @field_validator("obs_dir")
+    @classmethod
+    def _obs_dir(cls, value: str | None) -> str | None:
+        return None if value is None else check_obs_dir(value)

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.errors import NotFound, Permanent
+from exporter.migration.models import MigrationStep, MigrationTally
 from exporter.models import (
     BatchInfo,
     BatchState,
@@ -137,6 +138,52 @@ class FakeLedger:
 def _saved_fields(chunk: ChunkRecord) -> tuple[object, ...]:
     """What a save writes (the job IDs are fixed at creation)."""
     return chunk.state, chunk.attempts, chunk.segments, chunk.error
+
+
+class FakeMigrationLedger:
+    """The `MigrationLedger` contract in memory: first snapshot wins, compare-and-set steps."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, int]] = {}
+        self.step_rows: dict[str, dict[int, MigrationStep]] = {}
+        self.saves: list[MigrationStep] = []  # every save that was stored, in order
+
+    async def save_snapshot(self, batch_id: str, names: Mapping[str, int]) -> bool:
+        if batch_id in self.snapshots:
+            return False
+        self.snapshots[batch_id] = dict(names)
+        return True
+
+    async def get_snapshot(self, batch_id: str) -> dict[str, int] | None:
+        names = self.snapshots.get(batch_id)
+        return None if names is None else dict(names)
+
+    async def get_step(self, batch_id: str, index: int) -> MigrationStep | None:
+        return self.step_rows.get(batch_id, {}).get(index)
+
+    async def save_step(self, step: MigrationStep, expected: MigrationStep | None) -> bool:
+        if expected is not None and not expected.state.may_move_to(step.state):
+            raise ValueError(
+                f"a migration step never moves from {expected.state.value} to {step.state.value}"
+            )
+        rows = self.step_rows.setdefault(step.batch_id, {})
+        stored = rows.get(step.index)
+        if stored == step:
+            return True  # the same save again (a retry) changes nothing
+        current = None if stored is None else (stored.state, stored.attempts)
+        if current != (None if expected is None else (expected.state, expected.attempts)):
+            return False
+        rows[step.index] = step.model_copy(deep=True)
+        self.saves.append(step)
+        return True
+
+    async def steps(self, batch_id: str) -> AsyncIterator[MigrationStep]:
+        rows = self.step_rows.get(batch_id, {})
+        for index in sorted(rows):
+            yield rows[index]
+
+    async def tally(self, batch_id: str) -> MigrationTally:
+        return MigrationTally.of([step async for step in self.steps(batch_id)])
 
 
 @dataclass

@@ -18,6 +18,7 @@ from exporter.adapters.redis_campaigns import RedisCampaigns
 from exporter.adapters.redis_connection import DEFAULT_UNAVAILABLE_AFTER, RedisConnection, connect
 from exporter.adapters.redis_ledger import RedisLedger
 from exporter.adapters.redis_limiter import RedisRateLimiter
+from exporter.adapters.redis_migration import RedisMigrations
 from exporter.adapters.redis_queue import STALE_CONSUMER_SECONDS, RedisQueue
 from exporter.clock import SystemClock
 from exporter.ports import Clock
@@ -32,9 +33,10 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 class RedisBackend:
-    """The queue, the ledger and rate limiters of one deployment (one key prefix, one consumer group)."""
+    """The queue, the ledger, campaigns, migration steps and rate limiters of one deployment (one key prefix,
+    one consumer group)."""
 
-    __slots__ = ("_clock", "_conn", "campaigns", "ledger", "queue")
+    __slots__ = ("_clock", "_conn", "campaigns", "ledger", "migrations", "queue")
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class RedisBackend:
         )
         self.ledger = RedisLedger(conn, clock=clock)
         self.campaigns = RedisCampaigns(conn)
+        self.migrations = RedisMigrations(conn)
 
     def __repr__(self) -> str:
         return f"<RedisBackend prefix={self._conn.prefix!r}>"

@@ -57,6 +57,7 @@ _INFO_FIELDS = {
     "obs_dir",
     "campaign",
     "region",
+    "migration",
     "chunk_size",
     "duplicates_dropped",
     "created_at",

@@ -1,4 +1,5 @@
-"""OBS through its S3-compatible API (aioboto3): HEAD for verification, ranged GET, PUT for reports.
+"""OBS through its S3-compatible API (aioboto3): HEAD for verification, ranged GET, PUT for reports, and
+copying objects for migrations (server-side, or streamed in parts: `s3_copy.py`).
 
 Botocore's errors are turned into the exporter's outcome classes here, so the pipeline never sees a
 ClientError: 404 means "not there (yet)", 403 and other 4xx are Permanent, 5xx and connection trouble are
@@ -8,16 +9,18 @@ Transient.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from exporter.adapters.s3_copy import copy_object, stream_parts, upload_parts
 from exporter.errors import Permanent, Transient
 from exporter.models import ObjectInfo
 
@@ -57,8 +60,10 @@ class S3Options:
             raise ValueError("connect_timeout and read_timeout must be positive")
 
 
-def _translate(error: ClientError | BotoCoreError, what: str) -> Exception:
-    """Map a botocore error onto Transient / Permanent with a stable code."""
+def _translate(error: ClientError | BotoCoreError, what: str, target: str = "") -> Exception:
+    """Map a botocore error onto Transient / Permanent with a stable code; `target` names the object(s)."""
+    if target:
+        what = f"{what} {target}"
     if isinstance(error, BotoCoreError):
         return Transient(f"OBS unreachable during {what}: {type(error).__name__}", reason="connection")
     response: dict[str, Any] = dict(error.response)
@@ -73,13 +78,21 @@ def _translate(error: ClientError | BotoCoreError, what: str) -> Exception:
             code=f"OBS.{code}",
             request_id=request_id,
         )
+    if code in _NOT_FOUND or code == "NoSuchBucket":
+        missing = "bucket" if code == "NoSuchBucket" else "object"
+        return Permanent(
+            f"OBS {what} failed: the {missing} does not exist ({status} {code})",
+            code=f"OBS.{code}",
+            status=status,
+            request_id=request_id,
+        )
     return Permanent(
         f"OBS {what} refused with {status} {code}", code=f"OBS.{code}", status=status, request_id=request_id
     )
 
 
 class S3ObjectStore:
-    """The ObjectStore port on one long-lived aioboto3 S3 client."""
+    """The ObjectStore and ObjectCopier ports on one long-lived aioboto3 S3 client."""
 
     __slots__ = ("_client",)
 
@@ -113,6 +126,34 @@ class S3ObjectStore:
             await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         except (ClientError, BotoCoreError) as error:
             raise _translate(error, "PUT") from None
+
+    async def copy_within(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
+        """Server-side copy (the bytes never leave OBS); the copy's size and ETag."""
+        try:
+            return await copy_object(self._client, src_bucket, src_key, dst_bucket, dst_key)
+        except (ClientError, BotoCoreError) as error:
+            where = f"{src_bucket}/{src_key} -> {dst_bucket}/{dst_key}"
+            raise _translate(error, "COPY", where) from None
+
+    async def read_parts(self, bucket: str, key: str, part_size: int) -> AsyncIterator[bytes]:
+        """The object in `part_size` pieces, streamed; a failure mid-way is Transient like any other."""
+        try:
+            async with aclosing(stream_parts(self._client, bucket, key, part_size)) as parts:
+                async for part in parts:
+                    yield part
+        except (ClientError, BotoCoreError) as error:
+            raise _translate(error, "GET", f"{bucket}/{key}") from None
+        except aiohttp.ClientPayloadError as error:  # a body cut short mid-stream (botocore wraps the rest)
+            raise Transient(f"OBS GET {bucket}/{key} broke off: {error}", reason="connection") from None
+
+    async def write_parts(
+        self, bucket: str, key: str, parts: AsyncIterator[bytes], content_type: str
+    ) -> ObjectInfo:
+        """PUT, or a multipart upload when there is more than one part (aborted on any failure)."""
+        try:
+            return await upload_parts(self._client, bucket, key, parts, content_type)
+        except (ClientError, BotoCoreError) as error:
+            raise _translate(error, "PUT", f"{bucket}/{key}") from None
 
 
 def _client_kwargs(options: S3Options) -> dict[str, Any]:

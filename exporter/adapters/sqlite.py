@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from exporter.adapters.sqlite_campaigns import SqliteCampaigns
 from exporter.adapters.sqlite_db import BUSY_TIMEOUT, SqliteDatabase
 from exporter.adapters.sqlite_ledger import SqliteLedger
+from exporter.adapters.sqlite_migration import SqliteMigrations
 from exporter.adapters.sqlite_queue import SqliteQueue
 from exporter.ports import Clock
 
@@ -23,11 +24,13 @@ __all__ = ["SqliteBackend", "open_sqlite", "sqlite_path_from_url"]
 
 @dataclass(frozen=True, slots=True)
 class SqliteBackend:
-    """The queue, the ledger and the campaign records sharing one file and one writer thread."""
+    """The queue, the ledger, the campaign records and the migration steps sharing one file and one writer
+    thread."""
 
     queue: SqliteQueue
     ledger: SqliteLedger
     campaigns: SqliteCampaigns
+    migrations: SqliteMigrations
     database: SqliteDatabase
 
     @property
@@ -71,6 +74,7 @@ async def open_sqlite(
             queue=SqliteQueue(database, clock),
             ledger=SqliteLedger(database, clock),
             campaigns=SqliteCampaigns(database),
+            migrations=SqliteMigrations(database),
             database=database,
         )
     finally:

@@ -23,6 +23,7 @@ from exporter.models import (
     ChunkRecord,
     ChunkState,
     ChunkTally,
+    Destination,
     ErrorInfo,
     Segment,
     Totals,
@@ -48,7 +49,7 @@ _SEGMENTS: Final = TypeAdapter(list[Segment])
 _CHUNK_COLUMNS: Final = "batch_id, idx, job_ids, state, segments, attempts, error"
 _FIXED_COLUMNS: Final = (
     "batch_id, project_id, obs_dir, campaign, chunk_size, state, duplicates_dropped, created_at, "
-    "updated_at, finished_at, error, region"
+    "updated_at, finished_at, error, region, migration"
 )
 _TOTALS_FIELDS: Final = ("jobs", "chunks", *ChunkTally.FIELDS)  # the batch columns share the names
 _TOTALS_COLUMNS: Final = ", ".join(_TOTALS_FIELDS)
@@ -101,7 +102,7 @@ def create_batch(conn: sqlite3.Connection, *, info: BatchInfo, chunks: Sequence[
     """Insert the batch row (every chunk pending) and its chunk rows; False if the batch exists."""
     cursor = conn.execute(
         f"INSERT INTO batches ({_BATCH_COLUMNS}) "  # noqa: S608 - column names are constants
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, 0) ON CONFLICT DO NOTHING",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, 0) ON CONFLICT DO NOTHING",
         (
             info.batch_id,
             info.project_id,
@@ -115,6 +116,7 @@ def create_batch(conn: sqlite3.Connection, *, info: BatchInfo, chunks: Sequence[
             info.finished_at,
             error_json(info.error),
             info.region,
+            info.migration.model_dump_json() if info.migration else None,
             sum(len(ids) for ids in chunks),
             len(chunks),
             len(chunks),
@@ -153,13 +155,14 @@ def list_batches(conn: sqlite3.Connection, *, limit: int) -> list[BatchInfo]:
 
 def _batch_from_row(row: tuple[Any, ...]) -> BatchInfo:
     batch_id, project_id, obs_dir, campaign, chunk_size, state, dropped, created, updated, finished = row[:10]
-    error, region = row[10:_FIXED_COUNT]
+    error, region, migration = row[10:_FIXED_COUNT]
     return BatchInfo(
         batch_id=batch_id,
         project_id=project_id,
         obs_dir=obs_dir,
         campaign=campaign,
         region=region,
+        migration=Destination.model_validate_json(migration) if migration else None,
         chunk_size=chunk_size,
         state=BatchState(state),
         duplicates_dropped=dropped,

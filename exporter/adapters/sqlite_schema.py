@@ -9,7 +9,7 @@ from exporter.errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Version 1. Times are seconds since the epoch from the injected Clock. `visible_at` alone decides
 # whether a message can be claimed: enqueue time when new, `now + delay` after a nack, `now + lease`
@@ -97,10 +97,29 @@ CREATE TABLE campaigns (
     body        TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+# Version 4: migrations. Where a batch's jobs are imported (a `Destination`, JSON), each chunk's migration
+# step (state and attempts as columns for the compare-and-set, the whole `MigrationStep` as JSON) and the
+# target's job names taken before the first import (name -> ID, JSON).
+_SCHEMA_V4: Final = """
+ALTER TABLE batches ADD COLUMN migration TEXT;
+CREATE TABLE migration_steps (
+    batch_id TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    state    TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    body     TEXT NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE migration_snapshots (
+    batch_id TEXT PRIMARY KEY,
+    names    TEXT NOT NULL
+) WITHOUT ROWID;
+"""
 _MIGRATIONS: Final = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
+    4: _SCHEMA_V4,
 }  # version -> script that brings version-1 up to it
 
 

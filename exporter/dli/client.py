@@ -1,8 +1,10 @@
-"""`DliClient`: the exporter's two DLI calls (export, paged listing) over aiohttp, signed, paced and retried.
+"""`DliClient`: the exporter's DLI calls (export, paged listing; import and job detail for migrations) over
+aiohttp, signed, paced and retried.
 
 A call is a series of attempts under the retry policy (`retry.py`); one attempt is a rate-limiter slot and
-a signed exchange (`transport.py`), whose answer `responses.py` classifies; paging is `listing.py`. What
-spans attempts lives here: the retry loop and the credentials, renewed at most once per call on a 401.
+a signed exchange (`transport.py`), whose answer `responses.py` classifies (`import_responses.py` for the
+import side); paging is `listing.py`. What spans attempts lives here: the retry loop and the credentials,
+renewed at most once per call on a 401.
 """
 
 from __future__ import annotations
@@ -17,12 +19,31 @@ import aiohttp
 import structlog
 
 from exporter.clock import SystemClock
+from exporter.dli.import_responses import parse_import_response, parse_job_detail_response
 from exporter.dli.listing import list_pages
 from exporter.dli.responses import JobPage, parse_export_response, parse_list_response
 from exporter.dli.retry import RetryPolicy
-from exporter.dli.transport import EXPORT, LIST, Auth, DliRequest, DliTransport, Parser, ResultT
+from exporter.dli.transport import (
+    EXPORT,
+    IMPORT,
+    JOB_DETAIL,
+    LIST,
+    Auth,
+    DliRequest,
+    DliTransport,
+    Parser,
+    ResultT,
+)
 from exporter.errors import AuthError, Transient
-from exporter.models import ExportResult, JobSummary, ListFilters, check_project_id
+from exporter.migration.ports import ImportResult, JobDetail
+from exporter.models import (
+    MAX_JOB_ID,
+    ExportResult,
+    JobSummary,
+    ListFilters,
+    check_project_id,
+    split_obs_path,
+)
 from exporter.ports import Clock, RateLimiter
 
 __all__ = ["MAX_PAGE_SIZE", "Auth", "DliClient", "RefreshAuth"]
@@ -57,7 +78,8 @@ class _ReplayFirstFailure:
 
 
 class DliClient:
-    """Implements `ports.DliApi` against a real DLI endpoint (or the simulator)."""
+    """Implements `ports.DliApi` and `migration.ports.DliImporter` against a real DLI endpoint (or the
+    simulator)."""
 
     __slots__ = (
         "_auth",
@@ -126,6 +148,29 @@ class DliClient:
 
         async for job in list_pages(fetch_page, self._page_size):
             yield job
+
+    async def import_jobs(self, project_id: str, zip_file: str, *, is_cover: bool) -> ImportResult:
+        """Import the jobs of `zip_file` (`bucket/key`, or a folder of ZIPs); raises like `export_jobs`.
+
+        Retried like every call, so an answer lost on the way may mean DLI imported twice: the caller
+        reconciles by job name (`list_jobs`), as only it knows what the target held before.
+        """
+        bucket, key = split_obs_path(zip_file)
+        if not bucket or not key:
+            raise ValueError(f"zip_file must be bucket/key, not {zip_file!r}")
+        path = f"/v1.0/{check_project_id(project_id)}/streaming/jobs/import"
+        body = _json_body({"zip_file": f"{bucket}/{key}", "is_cover": is_cover})
+        return await self._call(
+            DliRequest(IMPORT, "POST", project_id, path, body=body), parse_import_response
+        )
+
+    async def get_job(self, project_id: str, job_id: int) -> JobDetail | None:
+        """One job's detail, None when DLI says there is no such job; raises Transient / Permanent /
+        AuthError otherwise."""
+        if isinstance(job_id, bool) or not 1 <= job_id <= MAX_JOB_ID:
+            raise ValueError(f"job_id must be 1 to {MAX_JOB_ID}, not {job_id!r}")
+        path = f"/v1.0/{check_project_id(project_id)}/streaming/jobs/{job_id}"
+        return await self._call(DliRequest(JOB_DETAIL, "GET", project_id, path), parse_job_detail_response)
 
     # --- one call: retries around attempts ------------------------------------------------------------------
 

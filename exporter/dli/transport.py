@@ -24,13 +24,25 @@ from exporter.dli.signer import Credentials, canonical_query_string, sdk_date, s
 from exporter.errors import DliError, Permanent, Transient
 from exporter.ports import Clock, RateLimiter
 
-__all__ = ["EXPORT", "LIST", "Auth", "DliRequest", "DliTransport", "Parser", "ResultT"]
+__all__ = [
+    "EXPORT",
+    "IMPORT",
+    "JOB_DETAIL",
+    "LIST",
+    "Auth",
+    "DliRequest",
+    "DliTransport",
+    "Parser",
+    "ResultT",
+]
 
 log = structlog.get_logger(__name__)
 
 Auth = Credentials | str  # AK/SK credentials, or an IAM token
 EXPORT = "export"
 LIST = "list"
+IMPORT = "import"
+JOB_DETAIL = "job_detail"
 
 ResultT = TypeVar("ResultT")
 Parser = Callable[[int, Mapping[str, str], bytes, float], ResultT]  # status, headers, body, now -> result

@@ -30,6 +30,7 @@ def new_batch_info(request: BatchRequest, now: float) -> BatchInfo:
         obs_dir=request.obs_dir,
         campaign=request.campaign,
         region=request.region.name if request.region else None,
+        migration=request.migration,
         chunk_size=request.chunk_size,
         duplicates_dropped=request.duplicates_dropped,
         created_at=now,

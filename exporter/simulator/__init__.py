@@ -1,7 +1,8 @@
 """A DLI simulator for development, the demo campaign, tests and benchmarks.
 
-It speaks DLI's Flink job export, listing and import APIs, checks AK/SK signatures, writes real ZIPs into
-an S3 server and injects faults (throttling, 5xx, resets, malformed bodies, late or missing ZIPs).
+It speaks DLI's Flink job export, listing, job detail and import APIs (imports fill target projects that
+start empty), checks AK/SK signatures, writes real ZIPs into an S3 server and injects faults (throttling,
+5xx, resets, malformed bodies, late or missing ZIPs, lost import answers).
 """
 
 from exporter.simulator.app import SimulatorHandle, create_app, running_simulator, serve_simulator

@@ -1,5 +1,5 @@
-"""The DLI simulator: an aiohttp.web server speaking DLI's export, listing and import APIs (for one
-region and one or more projects), plus IAM's project listing.
+"""The DLI simulator: an aiohttp.web server speaking DLI's export, listing, job detail and import APIs
+(for one region and one or more projects, static or migration targets), plus IAM's project listing.
 
 It checks AK/SK signatures (or an IAM token) like the real gateway, writes real ZIPs into an S3 server,
 and injects the faults the exporter must survive: throttling with `Retry-After`, latency, 5xx answers,
@@ -8,9 +8,9 @@ ZIPs that appear late or never, and fixed permanent errors (`list_error`, `expor
 
 This module wires the pieces together; each lives in a module of its own:
 `gateway` (middlewares, and the order of events of a DLI call), `auth` (signatures and tokens),
-`export`, `listing` and `importing` (the three DLI APIs), `iam` (IAM's project listing), `bodies` (their
-request bodies), `store` (ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and
-counters) and `answers`.
+`export`, `listing`, `detail` and `importing` (the DLI APIs; `import_source` reads the imported ZIPs),
+`projects` (the target projects' job store), `iam` (IAM's project listing), `bodies` (request bodies),
+`store` (ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and counters), `answers`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from aiobotocore.config import AioConfig
 from aiohttp import web
 
 from exporter.simulator.answers import reset_connection
-from exporter.simulator.control import get_faults, get_stats, post_faults, post_reset
+from exporter.simulator.control import get_faults, get_project_jobs, get_stats, post_faults, post_reset
+from exporter.simulator.detail import show_job
 from exporter.simulator.export import export_jobs
 from exporter.simulator.faults import FaultKnobs
-from exporter.simulator.gateway import EXPORT_ROUTE, IMPORT_ROUTE, LIST_ROUTE, frame, gateway
+from exporter.simulator.gateway import DETAIL_ROUTE, EXPORT_ROUTE, IMPORT_ROUTE, LIST_ROUTE, frame, gateway
 from exporter.simulator.iam import IAM_ROUTE, list_iam_projects
 from exporter.simulator.importing import import_jobs
 from exporter.simulator.listing import list_jobs
@@ -93,11 +94,14 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.router.add_post(f"{api}/export", export_jobs, name=EXPORT_ROUTE)
     app.router.add_get(api, list_jobs, name=LIST_ROUTE, allow_head=False)
     app.router.add_post(f"{api}/import", import_jobs, name=IMPORT_ROUTE)
+    app.router.add_get(api + r"/{job_id:\d+}", show_job, name=DETAIL_ROUTE, allow_head=False)
     app.router.add_get("/v3/projects", list_iam_projects, name=IAM_ROUTE, allow_head=False)
     app.router.add_get("/_sim/faults", get_faults, name="sim_faults_get", allow_head=False)
     app.router.add_post("/_sim/faults", post_faults, name="sim_faults")
     app.router.add_get("/_sim/stats", get_stats, name="sim_stats", allow_head=False)
     app.router.add_post("/_sim/reset", post_reset, name="sim_reset")
+    jobs_of = "/_sim/projects/{project_id}/jobs"
+    app.router.add_get(jobs_of, get_project_jobs, name="sim_project_jobs", allow_head=False)
     app.cleanup_ctx.append(_object_store)
     return app
 

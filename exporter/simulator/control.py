@@ -1,8 +1,10 @@
 """The control endpoints under `/_sim/`: read or change the fault knobs, read or zero the counters.
 
 `GET|POST /_sim/faults` (read or change knobs), `GET /_sim/stats` (counters, see `SimStats.snapshot` and
-`SimulatorState.snapshot`) and `POST /_sim/reset` (zero the counters and the throttle window, reseed the
-dice). They need no authentication and are neither throttled nor faulted.
+`SimulatorState.snapshot`), `POST /_sim/reset` (zero the counters and the throttle window, reseed the
+dice, empty the target projects down to their seeded names) and `GET /_sim/projects/{project_id}/jobs`
+(a target project's `{"jobs": {name: job_id}}`: the truth a migration's job map is compared with). They
+need no authentication and are neither throttled nor faulted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from aiohttp import web
 from exporter.simulator.answers import json_response
 from exporter.simulator.state import STATE
 
-__all__ = ["get_faults", "get_stats", "post_faults", "post_reset"]
+__all__ = ["get_faults", "get_project_jobs", "get_stats", "post_faults", "post_reset"]
 
 
 async def get_faults(request: web.Request) -> web.Response:
@@ -43,3 +45,12 @@ async def get_stats(request: web.Request) -> web.Response:
 async def post_reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return json_response(200, {"reset": True})
+
+
+async def get_project_jobs(request: web.Request) -> web.Response:
+    """A target project's jobs as name -> job ID; 404 for a project that is not a target here."""
+    project_id = request.match_info["project_id"]
+    project = request.app[STATE].targets.get(project_id)
+    if project is None:
+        return json_response(404, {"error": f"{project_id} is not a target project of this simulator"})
+    return json_response(200, {"jobs": project.names()})

@@ -6,9 +6,10 @@ successful export rolls once more for the *fate of its ZIP* (written now, late o
 seed the same request sequence meets the same faults, which keeps campaigns and benchmarks repeatable.
 
 The throttling window lives here too: it decides 429s from explicit timestamps, so it is as easy to
-reason about as the dice. So do the fixed errors (`list_error`, `export_error`): no dice at all, every
-call of that API answers the same permanent error, e.g. `403:DLI.0003` (no IAM permission); `iam_error`
-does the same for the simulated IAM project listing, e.g. `403:IAM.0002`.
+reason about as the dice. So do the fixed errors (`list_error`, `export_error`, `import_error`): no dice
+at all, every call of that API answers the same permanent error, e.g. `403:DLI.0003` (no IAM permission);
+`iam_error` does the same for the simulated IAM project listing, e.g. `403:IAM.0002`. An import that was
+applied rolls once more: with `p_import_lost` its answer is lost (the connection reset after the work).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ _FIXED_MESSAGES = {
     "DLI.0002": "The object does not exist.",
     "DLI.0003": "Permission denied: the user has no permission for this DLI operation (check IAM policies).",
     "DLI.0007": "The operation is not supported.",
+    "DLI.0011": "The file permission check fails.",
     "DLI.0013": "User authentication errors occur.",
     "DLI.0999": "Server-side errors occur.",
     "IAM.0001": "The request you have made requires authentication.",
@@ -113,6 +115,8 @@ class FaultKnobs(BaseModel):
     p_late: float = Field(default=0.0, ge=0, le=1)
     late_seconds: float = Field(default=5.0, ge=0, le=86_400)
     p_never: float = Field(default=0.0, ge=0, le=1)
+    p_import_lost: float = Field(default=0.0, ge=0, le=1, description="applied import, answer reset")
+    import_ids_as_strings: bool = Field(default=True, description="job_mapping IDs as the docs' example")
     is_success_as_string: bool = False
     list_error: str | None = Field(
         default=None, description="STATUS:CODE[:MESSAGE] every listing answers, e.g. 403:DLI.0003; None = off"
@@ -123,8 +127,11 @@ class FaultKnobs(BaseModel):
     iam_error: str | None = Field(
         default=None, description="STATUS:CODE[:MESSAGE] every IAM project listing answers; None = off"
     )
+    import_error: str | None = Field(
+        default=None, description="STATUS:CODE[:MESSAGE] every import answers; None = off"
+    )
 
-    @field_validator("list_error", "export_error", "iam_error")
+    @field_validator("list_error", "export_error", "iam_error", "import_error")
     @classmethod
     def _fixed_error(cls, value: str | None) -> str | None:
         """An empty string turns the knob off too (handy in environment variables)."""
@@ -166,6 +173,11 @@ class FaultKnobs(BaseModel):
     def export_failure(self) -> FixedError | None:
         """The error every export answers, or None when `export_error` is off."""
         return parse_fixed_error(self.export_error) if self.export_error else None
+
+    @property
+    def import_failure(self) -> FixedError | None:
+        """The error every import answers, or None when `import_error` is off."""
+        return parse_fixed_error(self.import_error) if self.import_error else None
 
     @property
     def iam_failure(self) -> FixedError | None:

@@ -5,7 +5,9 @@ throttle (429 APIG.0308, refused calls do not count) -> latency -> authenticatio
 project (404 DLI.0023: the error table's "No related resources were found") -> response fault dice ->
 the API itself. Before-work faults (500, 503, HTML 502, reset, `is_success: false`) skip the work; a
 `timeout` sleeps and then does the work (the client has usually given up by then: exactly the case that
-produces repeated exports); `malformed` does the work and truncates the answer.
+produces repeated exports); `malformed` does the work and truncates the answer. For an import that means:
+a 500/503/502/reset/`is_success: false` was NOT applied, a timeout or truncated answer WAS (and
+`p_import_lost`, rolled by the import itself, resets the connection after applying it).
 
 Unknown paths answer 404 `APIG.0101` like the gateway. Routes other than the DLI APIs pass the gateway
 untouched: the `/_sim/` control endpoints (no authentication at all) and IAM's project listing, which
@@ -30,12 +32,14 @@ from exporter.simulator.faults import FaultKind, FaultKnobs, decide_fault, laten
 from exporter.simulator.state import STATE, SimulatorState
 from exporter.simulator.store import store_failure
 
-__all__ = ["API_ROUTES", "EXPORT_ROUTE", "IMPORT_ROUTE", "LIST_ROUTE", "frame", "gateway"]
+__all__ = ["API_ROUTES", "DETAIL_ROUTE", "EXPORT_ROUTE", "IMPORT_ROUTE", "LIST_ROUTE", "frame", "gateway"]
 
 EXPORT_ROUTE = "export_jobs"
 LIST_ROUTE = "list_jobs"
 IMPORT_ROUTE = "import_jobs"
-API_ROUTES = frozenset({EXPORT_ROUTE, LIST_ROUTE, IMPORT_ROUTE})
+DETAIL_ROUTE = "show_job"
+API_ROUTES = frozenset({EXPORT_ROUTE, LIST_ROUTE, IMPORT_ROUTE, DETAIL_ROUTE})
+_STRING_FLAG_ROUTES = frozenset({LIST_ROUTE, DETAIL_ROUTE})  # their docs show `is_success` as a string
 _GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -100,7 +104,9 @@ async def _with_fault(request: web.Request, handler: _Handler, state: SimulatorS
     if early is not None:
         return early
     response = await handler(request)
-    return _truncated(response) if isinstance(response, web.Response) else response
+    if isinstance(response, NoAnswer) or not isinstance(response, web.Response):
+        return response  # a reset (e.g. `p_import_lost`) has no answer left to truncate
+    return _truncated(response)
 
 
 def _throttled(knobs: FaultKnobs, wait_seconds: float) -> web.Response:
@@ -124,7 +130,7 @@ def _before_work_fault(fault: FaultKind, request: web.Request, state: SimulatorS
     if fault is FaultKind.RESET:
         return reset_connection(request)
     if fault is FaultKind.NOT_SUCCESS:
-        flag = state.failure_flag(listing=request.match_info.route.name == LIST_ROUTE)
+        flag = state.failure_flag(listing=request.match_info.route.name in _STRING_FLAG_ROUTES)
         return json_response(200, {"is_success": flag, "message": "The system is busy. Try again later."})
     return None
 

@@ -1,41 +1,56 @@
-"""`POST /v1.0/{project_id}/streaming/jobs/import`: reads exported ZIPs back and maps old to new IDs."""
+"""`POST /v1.0/{project_id}/streaming/jobs/import`: reads exported ZIPs back and maps old to new IDs.
+
+Into a TARGET project (`sim_target_projects`) the import is real (`projects.py`): a new name creates a
+job with a new ID ("Job successfully created"), an existing name keeps its ID with `is_cover` ("Job
+successfully covered") and maps to -1 without it ("A job with the same name already exists"). The IDs
+of `job_mapping` are strings, as the API page's example shows, unless `import_ids_as_strings` is off.
+Every document is read and checked before the first is applied, so a refused import changes nothing.
+
+Into a STATIC project the catalogue cannot change, so the answer is what it always was: the mapping as
+if applied (an ID in the catalogue maps to itself or -1, any other "created" with its own ID), numbers
+as IDs, nothing stored.
+
+Faults, and whether the work happened (see `gateway`): throttling, 401, 404 and the before-work faults
+(500, 503, HTML 502, `p_reset`, `is_success: false`) answer before anything is read or applied; so does
+`import_error`, after authentication. A `timeout` sleeps and then APPLIES the import (the client has
+usually given up); `malformed` applies it and truncates the answer; `p_import_lost` applies it and then
+resets the connection instead of answering: the exporter must find out what happened by listing.
+"""
 
 from __future__ import annotations
 
-import io
-import re
-import zipfile
 from typing import Any
 
 from aiohttp import web
-from botocore.exceptions import ClientError
 
-from exporter.simulator.answers import DliFailure, bad_request, json_response
+from exporter.simulator.answers import DliFailure, bad_request, json_response, reset_connection
 from exporter.simulator.bodies import json_object, obs_location
+from exporter.simulator.import_source import read_documents
 from exporter.simulator.jobs import JobCatalogue
+from exporter.simulator.projects import ImportOutcome
 from exporter.simulator.state import STATE, SimulatorState
-from exporter.simulator.store import ensure_bucket, s3_client
 
 __all__ = ["import_jobs"]
 
-_IMPORT_MAX_ZIPS = 100
-_ENTRY_ID = re.compile(r"flink_job_(\d+)\.json")
-
 
 async def import_jobs(request: web.Request) -> web.Response:
-    """POST /v1.0/{project_id}/streaming/jobs/import: reads the ZIP(s) and maps old to new job IDs.
-
-    The catalogue does not change: with `is_cover` a job keeps its ID; without it a job whose name
-    already exists maps to -1, as the docs describe.
-    """
+    """POST /v1.0/{project_id}/streaming/jobs/import: apply the ZIP(s), answer the job mapping."""
     state = request.app[STATE]
+    fixed = state.knobs.import_failure
+    if fixed is not None:
+        state.stats.faults["import_error"] += 1
+        raise DliFailure(*fixed, is_success=state.failure_flag(listing=False))
     payload = json_object(await request.read())
     bucket, key = obs_location(payload.get("zip_file"), "zip_file")
     is_cover = payload.get("is_cover", False)
     if not isinstance(is_cover, bool):
         raise bad_request("Parameter is_cover must be true or false.")
-    job_ids = await _imported_job_ids(state, bucket, key)
-    mapping = [_job_mapping(state.catalogue, job_id, is_cover=is_cover) for job_id in job_ids]
+    documents = await read_documents(state, bucket, key)
+    mapping = _apply(state, request.match_info["project_id"], documents, is_cover=is_cover)
+    if _answer_lost(state):
+        state.stats.imports_lost += 1
+        state.stats.faults["import_lost"] += 1
+        return reset_connection(request)
     return json_response(
         200,
         {
@@ -46,7 +61,29 @@ async def import_jobs(request: web.Request) -> web.Response:
     )
 
 
-def _job_mapping(catalogue: JobCatalogue, job_id: int, *, is_cover: bool) -> dict[str, Any]:
+def _apply(
+    state: SimulatorState, project_id: str, documents: list[dict[str, Any]], *, is_cover: bool
+) -> list[dict[str, Any]]:
+    """Import the documents into the project; the `job_mapping` entries, in document order."""
+    if project_id not in state.targets:
+        state.stats.record_import([])
+        return [_static_mapping(state.catalogue, doc["job_id"], is_cover=is_cover) for doc in documents]
+    outcomes = [state.targets.import_document(project_id, doc, is_cover=is_cover) for doc in documents]
+    state.stats.record_import(outcomes)
+    as_strings = state.knobs.import_ids_as_strings
+    return [_mapping(outcome, as_strings=as_strings) for outcome in outcomes]
+
+
+def _mapping(outcome: ImportOutcome, *, as_strings: bool) -> dict[str, Any]:
+    old, new = outcome.old_job_id, outcome.new_job_id
+    return {
+        "old_job_id": str(old) if as_strings else old,
+        "new_job_id": str(new) if as_strings else new,
+        "remark": outcome.remark,
+    }
+
+
+def _static_mapping(catalogue: JobCatalogue, job_id: int, *, is_cover: bool) -> dict[str, Any]:
     if job_id not in catalogue:
         return {"old_job_id": job_id, "new_job_id": job_id, "remark": "Job successfully created"}
     if is_cover:
@@ -54,37 +91,7 @@ def _job_mapping(catalogue: JobCatalogue, job_id: int, *, is_cover: bool) -> dic
     return {"old_job_id": job_id, "new_job_id": -1, "remark": "A job with the same name already exists"}
 
 
-async def _imported_job_ids(state: SimulatorState, bucket: str, key: str) -> list[int]:
-    """Job IDs named by the entries of the ZIP at `key`, or of every ZIP in the folder `key`."""
-    keys = await _zip_keys(state, bucket, key)
-    job_ids: list[int] = []
-    for zip_key_ in keys:
-        try:
-            response = await s3_client(state).get_object(Bucket=bucket, Key=zip_key_)
-            async with response["Body"] as stream:
-                data = await stream.read()
-        except ClientError as error:
-            raise DliFailure(400, "DLI.0002", f"The file {bucket}/{zip_key_} does not exist.") from error
-        job_ids.extend(_entry_job_ids(data, f"{bucket}/{zip_key_}"))
-    return job_ids
-
-
-async def _zip_keys(state: SimulatorState, bucket: str, key: str) -> list[str]:
-    await ensure_bucket(state, bucket)
-    if key.endswith(".zip"):
-        return [key]
-    prefix = f"{key}/" if key else ""
-    listing = await s3_client(state).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=_IMPORT_MAX_ZIPS)
-    keys = [item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".zip")]
-    if not keys:
-        raise DliFailure(400, "DLI.0002", f"There is no ZIP file in {bucket}/{key}.")
-    return keys
-
-
-def _entry_job_ids(data: bytes, where: str) -> list[int]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
-    except zipfile.BadZipFile:
-        raise bad_request(f"The file {where} is not a ZIP file.") from None
-    return [int(match[1]) for name in names if (match := _ENTRY_ID.fullmatch(name))]
+def _answer_lost(state: SimulatorState) -> bool:
+    """One roll of `p_import_lost` for an import that was applied (no roll while it is 0)."""
+    probability = state.knobs.p_import_lost
+    return probability > 0 and state.rng.random() < probability

@@ -8,10 +8,16 @@ per setting, like the exporter's settings.
 One simulator stands for one region's DLI (`sim_region`, its own gateway limit) serving one or more
 projects (`project_id` plus `sim_projects`), and for the account's IAM project listing
 (`sim_iam_projects`), so a multi-region campaign can run against several simulators on this machine.
+
+For migrations, `sim_target_projects` are projects that start EMPTY and fill up by imports (`projects.py`;
+`sim_existing_names` seeds names there to provoke conflicts), and `sim_readable_buckets` is what this
+region's DLI may read ZIPs from (empty = any), as a target region reads only its own buckets. Target
+projects are served like the others (gateway, faults) but are not in the default IAM listing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,9 +37,10 @@ from exporter.routes import check_region_name
 from exporter.settings import ENV_PREFIX
 from exporter.simulator.faults import FaultKnobs
 
-__all__ = ["SimIamProject", "SimulatorSettings", "load_simulator_settings"]
+__all__ = ["SimIamProject", "SimulatorSettings", "load_simulator_settings", "migration_settings"]
 
 _SIM_PREFIX = "sim_"
+_NAME_MAX = 57  # listing_jobs.rst: job names hold 0 to 57 characters (a created job needs one)
 
 
 def _parse_id_set(value: Any) -> Any:
@@ -97,6 +104,15 @@ class SimulatorSettings(BaseSettings):
     sim_projects: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), description="more projects served beside project_id, each with jobs 1..N"
     )
+    sim_target_projects: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), description="projects served EMPTY, filled by imports (comma-separated)"
+    )
+    sim_existing_names: dict[str, list[str]] = Field(
+        default_factory=dict, description="JSON: target project -> job names that exist before any import"
+    )
+    sim_readable_buckets: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), description="buckets imports may read (comma-separated); empty = any"
+    )
 
     # --- IAM's project listing (GET /v3/projects) -----------------------------------------------------------
     sim_iam_projects: list[SimIamProject] = Field(
@@ -120,10 +136,13 @@ class SimulatorSettings(BaseSettings):
     sim_p_late: float = 0.0
     sim_late_seconds: float = 5.0
     sim_p_never: float = 0.0
+    sim_p_import_lost: float = 0.0
+    sim_import_ids_as_strings: bool = True
     sim_is_success_as_string: bool = False
     sim_list_error: str | None = Field(default=None, description="e.g. 403:DLI.0003: every listing fails so")
     sim_export_error: str | None = Field(default=None, description="likewise for every export")
     sim_iam_error: str | None = Field(default=None, description="likewise for every IAM project listing")
+    sim_import_error: str | None = Field(default=None, description="likewise for every import")
 
     @field_validator("project_id")
     @classmethod
@@ -144,15 +163,31 @@ class SimulatorSettings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("sim_missing_ids", "sim_projects", mode="before")
+    @field_validator(
+        "sim_missing_ids", "sim_projects", "sim_target_projects", "sim_readable_buckets", mode="before"
+    )
     @classmethod
     def _id_set(cls, value: Any) -> Any:
         return _parse_id_set(value)
 
-    @field_validator("sim_projects")
+    @field_validator("sim_projects", "sim_target_projects")
     @classmethod
     def _projects(cls, value: frozenset[str]) -> frozenset[str]:
         return frozenset(check_project_id(project) for project in value)
+
+    @field_validator("sim_existing_names")
+    @classmethod
+    def _existing_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Job names are unique in a project and hold 1 to 57 characters, as DLI allows."""
+        for project, names in value.items():
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            bad = [name for name in names if not 1 <= len(name) <= _NAME_MAX]
+            if repeated or bad:
+                raise ValueError(
+                    f"names of {project} must be unique and 1 to {_NAME_MAX} characters: "
+                    f"{(repeated + bad)[:10]}"
+                )
+        return value
 
     @field_validator("sim_region")
     @classmethod
@@ -161,8 +196,8 @@ class SimulatorSettings(BaseSettings):
 
     @property
     def served_projects(self) -> frozenset[str]:
-        """Every project whose DLI APIs answer: `project_id` and `sim_projects`."""
-        return self.sim_projects | {self.project_id}
+        """Every project whose DLI APIs answer: `project_id`, `sim_projects` and `sim_target_projects`."""
+        return self.sim_projects | self.sim_target_projects | {self.project_id}
 
     @model_validator(mode="after")
     def _consistent(self) -> SimulatorSettings:
@@ -177,10 +212,23 @@ class SimulatorSettings(BaseSettings):
                 f"{ENV_PREFIX}SIM_MISSING_IDS must lie in 1..{self.sim_jobs} "
                 f"({ENV_PREFIX}SIM_JOBS); outside: {outside[:10]}"
             )
+        self._check_targets()
         self.obs_ak = self.obs_ak or self.ak
         self.obs_sk = self.obs_sk or self.sk
         self.fault_knobs()  # the knobs are validated as a whole (ranges, probabilities adding up)
         return self
+
+    def _check_targets(self) -> None:
+        """A target project starts empty, so it cannot also be a static one; seeds need a target."""
+        static = self.sim_projects | {self.project_id}
+        both = sorted(self.sim_target_projects & static)
+        if both:
+            raise ValueError(f"{ENV_PREFIX}SIM_TARGET_PROJECTS must not repeat static projects: {both}")
+        strays = sorted(set(self.sim_existing_names) - self.sim_target_projects)
+        if strays:
+            raise ValueError(
+                f"{ENV_PREFIX}SIM_EXISTING_NAMES names projects that are not target projects: {strays}"
+            )
 
     def fault_knobs(self) -> FaultKnobs:
         """The `sim_*` fault settings as the runtime-changeable knob set; ValueError when invalid."""
@@ -207,3 +255,14 @@ def load_simulator_settings(**overrides: Any) -> SimulatorSettings:
         return SimulatorSettings(**{name: value for name, value in overrides.items() if value is not None})
     except ValidationError as error:
         raise ConfigError("invalid simulator settings:\n  " + _describe(error, ENV_PREFIX, "\n  ")) from None
+
+
+def migration_settings(
+    targets: Sequence[str], buckets: Sequence[str], names: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """The `sim_*` migration settings from plain collections (what `devstack` passes along)."""
+    return {
+        "sim_target_projects": frozenset(targets),
+        "sim_readable_buckets": frozenset(buckets),
+        "sim_existing_names": {project: list(seeded) for project, seeded in names.items()},
+    }

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from exporter.simulator.faults import FaultKnobs, SlidingWindow, merge_knobs
 from exporter.simulator.jobs import JobCatalogue
+from exporter.simulator.projects import ImportKind, ImportOutcome, TargetProjects
 from exporter.simulator.settings import SimulatorSettings
 from exporter.simulator.zips import UniqueMillis
 
@@ -37,12 +38,19 @@ class SimStats:
     repeats; `overlapping_exports` counts export calls that began while another call holding one of the
     same jobs of the same project was still being worked: two replicas exporting one chunk at the same
     time. Job 7 of one project and job 7 of another are different jobs, so everything is kept per project.
+
+    `imports` counts import calls whose work was done (into any project; `imports_lost` of them had their
+    answer dropped by `p_import_lost`); `jobs_created`, `jobs_covered` and `import_conflicts` count the
+    job documents of imports into target projects by what happened to them.
     """
 
     __slots__ = (
         "auth_failures",
         "exports",
         "faults",
+        "import_kinds",
+        "imports",
+        "imports_lost",
         "in_flight",
         "job_exports",
         "overlapping_exports",
@@ -63,6 +71,9 @@ class SimStats:
         self.zips_written = 0
         self.in_flight: defaultdict[str, Counter[int]] = defaultdict(Counter)
         self.overlapping_exports = 0
+        self.imports = 0
+        self.imports_lost = 0
+        self.import_kinds: Counter[ImportKind] = Counter()
 
     @contextlib.contextmanager
     def exporting(self, project_id: str, job_ids: list[int]) -> Iterator[None]:
@@ -83,6 +94,10 @@ class SimStats:
             counts[job_id] += 1
             if counts[job_id] == 2:
                 self.repeated_ids[project_id].add(job_id)
+
+    def record_import(self, outcomes: list[ImportOutcome]) -> None:
+        self.imports += 1
+        self.import_kinds.update(outcome.kind for outcome in outcomes)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as JSON; `repeated_job_ids` merges the projects' IDs (see the `_by_project` key)."""
@@ -105,6 +120,11 @@ class SimStats:
             "repeated_job_ids_by_project": by_project if shown else None,
             "zips_written": self.zips_written,
             "overlapping_exports": self.overlapping_exports,
+            "imports": self.imports,
+            "imports_lost": self.imports_lost,
+            "jobs_created": self.import_kinds[ImportKind.CREATED],
+            "jobs_covered": self.import_kinds[ImportKind.COVERED],
+            "import_conflicts": self.import_kinds[ImportKind.CONFLICT],
         }
 
 
@@ -115,6 +135,7 @@ class SimulatorState:
         self.settings = settings
         self.projects = settings.served_projects
         self.catalogue = JobCatalogue(settings.sim_jobs, settings.sim_missing_ids)
+        self.targets = TargetProjects(settings.sim_target_projects, settings.sim_existing_names)
         self.knobs = settings.fault_knobs()
         self.rng = random.Random(settings.sim_seed)
         self.window = SlidingWindow(self.knobs.rate_window_seconds, None)
@@ -140,8 +161,10 @@ class SimulatorState:
         return self.knobs
 
     def reset(self) -> None:
-        """Zero the counters and the window; reseed the dice so a rerun meets the same faults."""
+        """Zero the counters and the window; reseed the dice so a rerun meets the same faults; empty the
+        target projects again (seeded names only, new IDs from the start)."""
         self.stats = SimStats()
+        self.targets.reset()
         self.window.reset()
         self.rng.seed(self.settings.sim_seed)
 
@@ -149,6 +172,7 @@ class SimulatorState:
         return {
             "region": self.settings.sim_region,
             "projects": sorted(self.projects),
+            "target_projects": sorted(self.settings.sim_target_projects),
             **self.stats.snapshot(),
             "max_in_window": self.window.max_in_window,
             "rate_window_seconds": self.knobs.rate_window_seconds,

@@ -69,6 +69,7 @@ class Contract:
     # a handle whose store cannot be reached (closed, or nothing listening): its calls raise StoreUnavailable
     open_unreachable: Callable[[], AbstractAsyncContextManager[Any]] | None = None
     campaigns: Any = None  # the backend's CampaignStore (the fakes have none)
+    migrations: Any = None  # the backend's MigrationLedger (the fakes' is FakeMigrationLedger)
 
     async def elapse(self, seconds: float) -> None:
         """Let `seconds` pass for the backend (manual clock, plus a real wait when it reads its own)."""
@@ -92,7 +93,16 @@ async def _sqlite(path: Path, clock: ManualClock) -> AsyncIterator[Contract]:
 
     async with open_sqlite(path, clock=clock) as backend:
         yield Contract(
-            "sqlite", backend.queue, backend.ledger, clock, 30.0, False, peer, closed, backend.campaigns
+            "sqlite",
+            backend.queue,
+            backend.ledger,
+            clock,
+            30.0,
+            False,
+            peer,
+            closed,
+            backend.campaigns,
+            backend.migrations,
         )
 
 
@@ -142,6 +152,7 @@ async def _redis(clock: ManualClock) -> AsyncIterator[Contract]:
                     connect,
                     unreachable,
                     backend.campaigns,
+                    backend.migrations,
                 )
             finally:
                 await backend.purge()
@@ -151,17 +162,21 @@ async def _redis(clock: ManualClock) -> AsyncIterator[Contract]:
 
 @asynccontextmanager
 async def _fakes(clock: ManualClock) -> AsyncIterator[Contract]:
-    """The in-memory fakes of the unit tests; only their ledger is held to the contract (`ledger_backend`)."""
-    from fakes import FakeLedger, FakeQueue
+    """The unit tests' in-memory fakes; only their ledgers are held to the contract (`ledger_backend`)."""
+    from fakes import FakeLedger, FakeMigrationLedger, FakeQueue
     from fakes import ManualClock as FakeClock
 
-    stores = SimpleNamespace(queue=FakeQueue(FakeClock()), ledger=FakeLedger(clock))
+    stores = SimpleNamespace(
+        queue=FakeQueue(FakeClock()), ledger=FakeLedger(clock), migrations=FakeMigrationLedger()
+    )
 
     @asynccontextmanager
     async def peer() -> AsyncIterator[Any]:
         yield stores
 
-    yield Contract("fake", stores.queue, stores.ledger, clock, 30.0, False, peer)
+    yield Contract(
+        "fake", stores.queue, stores.ledger, clock, 30.0, False, peer, migrations=stores.migrations
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -175,7 +190,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis), "fake"])
 async def ledger_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Contract]:
-    """The ledger contract runs on FakeLedger too: the unit tests of the pipeline rely on it keeping it."""
+    """The ledger contracts run on the fakes too (FakeLedger, FakeMigrationLedger): the unit tests of the
+    pipeline rely on them keeping them."""
     clock = ManualClock()
     openers = {
         "sqlite": lambda: _sqlite(tmp_path / "exporter.db", clock),

@@ -19,7 +19,10 @@ from exporter.models import (
     BatchState,
     ChunkRecord,
     ChunkState,
+    Destination,
     ErrorInfo,
+    OnConflict,
+    RegionRoute,
     Segment,
     Totals,
     ZipRecord,
@@ -93,6 +96,30 @@ async def test_create_batch_records_fields_and_initial_totals(backend: Contract)
         exclude={"totals", "updated_at"}
     )
     assert batch.totals == Totals(jobs=10, chunks=4, pending=4)
+
+
+async def test_a_migration_destination_round_trips_on_create_get_and_list(backend: Contract) -> None:
+    """BatchInfo.migration (route and conflict policy included) reads back as created; None stays None."""
+    route = RegionRoute(
+        name="eu-west-101",
+        dli_endpoint="https://dli.eu-west-101.example.com",
+        obs_endpoint="https://obs.eu-west-101.example.com",
+        rate_limit=25.0,
+    )
+    target = Destination(
+        project_id="fedcba9876543210",
+        region=route,
+        obs_dir="target-bucket/imports",
+        on_conflict=OnConflict.FAIL,
+    )
+    start = backend.clock.time()
+    migrating = _info("batch-m", start + 1).model_copy(update={"migration": target})
+    await backend.ledger.create_batch(_info("batch-e", start), [[1]])
+    assert await backend.ledger.create_batch(migrating, [[1, 2]]) is True
+    assert (await _batch(backend, "batch-m")).migration == target
+    assert (await _batch(backend, "batch-e")).migration is None
+    listed = {b.batch_id: b.migration for b in await backend.ledger.list_batches()}
+    assert listed == {"batch-m": target, "batch-e": None}
 
 
 async def test_create_batch_twice_changes_nothing(backend: Contract) -> None:
