@@ -119,11 +119,14 @@ class Child:
             os.kill(self.pid, signum)
 
     async def stop(self, grace: float = 10.0) -> Usage:
-        """SIGTERM, then SIGKILL after `grace` seconds; always reaps."""
+        """SIGTERM, then SIGKILL after `grace` seconds; always reaps. A process that outlives the grace is
+        sent SIGUSR1 first: the exporter logs every task's stack, so its stderr says where it hung."""
         self.send(signal.SIGTERM)
         try:
             return await self.wait(grace)
         except BenchError:
+            self.send(signal.SIGUSR1)
+            await asyncio.sleep(1.0)
             self.send(signal.SIGKILL)
             return await self.wait(5.0)
 

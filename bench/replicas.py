@@ -98,7 +98,8 @@ async def _run(stack: Stack, replicas: int) -> dict[str, Any]:
             await asyncio.gather(*(child.stop() for child in children))
         ended = [child for child in children if child.usage is None or child.usage.returncode != 0]
         if ended or samples[-1].exports < total:
-            raise BenchError(f"replicas did not finish cleanly: {children}")
+            tails = "\n".join(f"--- {child.name}\n{child.tail()}" for child in ended)
+            raise BenchError(f"replicas did not finish cleanly: {children}\n{tails}")
         stats = await stack.sim.stats()
     finally:
         await _purge(prefix)

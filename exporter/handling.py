@@ -86,7 +86,7 @@ class MessageHandler:
             return
         structlog.contextvars.bind_contextvars(batch_id=request.batch_id, project_id=request.project_id)
         region = request.region.name if request.region else None
-        if not self._slots.take(region):
+        if not await self._slots.wait_for(region):
             await self._defer_for_region(claim, region)
             return
         self._local_batches.add(request.batch_id)
@@ -94,7 +94,7 @@ class MessageHandler:
             await self._run(claim, request)
         finally:
             self._local_batches.discard(request.batch_id)
-            self._slots.give_back(region)
+            await asyncio.shield(self._slots.give_back(region))
 
     async def _defer_for_region(self, claim: Claim, region: str | None) -> None:
         """This worker runs as many batches of the region as it may: offer the batch again later."""

@@ -142,6 +142,8 @@ class Worker:
         for info in running:
             if info.batch_id in self._local_batches or info.batch_id in self._assist_after:
                 continue
+            if not self._slots.take(info.region):  # an assist is a pass of its region like any other
+                continue
             self._assist_after[info.batch_id] = now + self._options.assist_cooldown
             self._track(asyncio.create_task(self._assist(info), name=f"assist-{info.batch_id}"))
             return True
@@ -160,6 +162,7 @@ class Worker:
                 log.warning("batch.assist.stopped", error=outcome.error.message, kind=outcome.kind.value)
         finally:
             self._local_batches.discard(info.batch_id)
+            await asyncio.shield(self._slots.give_back(info.region))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)

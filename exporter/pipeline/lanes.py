@@ -42,6 +42,7 @@ class Lane:
     verify: VerifyStage
     finisher: Finisher
     store: ObjectStore
+    clients: RegionClients
 
 
 class Lanes:
@@ -97,4 +98,5 @@ class Lanes:
                 self._ledger, clients.store, self._reports, upload=options.upload_manifest, clock=self._clock
             ),
             store=clients.store,
+            clients=clients,
         )

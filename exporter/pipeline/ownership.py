@@ -19,7 +19,7 @@ import structlog
 from exporter import metrics
 from exporter.clock import sleep_unless, stop_loop
 from exporter.errors import StoreUnavailable
-from exporter.models import ChunkRecord
+from exporter.models import ChunkRecord, ChunkState
 from exporter.ports import Clock, Ledger
 
 __all__ = ["ChunkOwnership", "LeaseLost"]
@@ -49,11 +49,14 @@ class ChunkOwnership:
         return self._enabled
 
     @asynccontextmanager
-    async def hold(self, chunk: ChunkRecord) -> AsyncIterator[ChunkRecord | None]:
+    async def hold(
+        self, chunk: ChunkRecord, *, keep_verified: bool = False
+    ) -> AsyncIterator[ChunkRecord | None]:
         """Yield the chunk as stored now while we hold its lease, or None when it is not ours to work.
 
         The chunk is read again once the lease is ours: the copy we were fed may be stale, because another
-        replica can have finished it (and let its lease go) since the feed read it.
+        replica can have finished it (and let its lease go) since the feed read it. With `keep_verified`
+        (a migration batch) a verified chunk is still worked: its copy and import come after.
         """
         if not self._enabled:
             yield chunk
@@ -66,20 +69,22 @@ class ChunkOwnership:
             return
         self._held.add(key)
         try:
-            async with self._leased(chunk) as held:
+            async with self._leased(chunk, keep_verified) as held:
                 yield held
         finally:
             self._held.discard(key)
 
     @asynccontextmanager
-    async def _leased(self, chunk: ChunkRecord) -> AsyncIterator[ChunkRecord | None]:
+    async def _leased(self, chunk: ChunkRecord, keep_verified: bool) -> AsyncIterator[ChunkRecord | None]:
         """The store's lease on the chunk for the body (None when another owner has it), renewed."""
         if not await self._ledger.claim_chunk(chunk.batch_id, chunk.index, self._owner, self._ttl):
             yield None
             return
         try:
             current = await self._ledger.get_chunk(chunk.batch_id, chunk.index)
-            if current is None or current.state.terminal:
+            if current is None or (
+                current.state.terminal and not (keep_verified and current.state is ChunkState.VERIFIED)
+            ):
                 yield None
             else:
                 async with self._renewed(current):

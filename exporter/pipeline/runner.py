@@ -13,9 +13,11 @@ import asyncio
 import structlog
 
 from exporter.clock import SystemClock
+from exporter.migration.ports import MigrationLedger
 from exporter.models import BatchInfo, BatchRequest, BatchState, ChunkRecord, ChunkState, ErrorInfo
 from exporter.pipeline.campaigns import CampaignCloser
 from exporter.pipeline.lanes import Lane, Lanes
+from exporter.pipeline.migrate import MigrateStage
 from exporter.pipeline.options import PipelineOptions
 from exporter.pipeline.ownership import ChunkOwnership, LeaseLost
 from exporter.pipeline.passes import PassLog
@@ -40,9 +42,12 @@ class Pipeline:
         owner: str,
         clock: Clock | None = None,
         campaigns: CampaignCloser | None = None,
+        migrations: MigrationLedger | None = None,
     ) -> None:
         clock = clock or SystemClock()
         self._campaigns = campaigns
+        self._migrations = migrations
+        self._migrate = MigrateStage(migrations) if migrations is not None else None
         self._ledger = ledger
         self._options = options
         self._lanes = Lanes(regions, ledger, reports, options, clock)
@@ -61,9 +66,11 @@ class Pipeline:
         this_pass = PassLog()
         await self._process(lane, info, this_pass)
         info = await require_batch(self._ledger, request.batch_id)
-        if info.totals.pending or info.totals.exported:
+        migrating = await self._migrating(info)
+        if info.totals.pending or info.totals.exported or migrating:
             reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
-            log.info("batch.deferred", open_chunks=info.totals.pending + info.totals.exported, reason=reason)
+            opened = info.totals.pending + info.totals.exported + migrating
+            log.info("batch.deferred", open_chunks=opened, reason=reason)
             return BatchResult(info.batch_id, False, info, retry_after=this_pass.retry_after, reason=reason)
         return await self._ended(lane, await lane.finisher.finish(info))
 
@@ -71,6 +78,13 @@ class Pipeline:
         """End the batch for good with `error` (a permanent refusal or invalid input)."""
         lane = await self._lanes.lane(request.region)
         return await self._ended(lane, await lane.finisher.fail(request, error))
+
+    async def _migrating(self, info: BatchInfo) -> int:
+        """Verified chunks of a migration batch whose step is not over yet."""
+        if info.migration is None or self._migrations is None:
+            return 0
+        tally = await self._migrations.tally(info.batch_id)
+        return max(0, info.totals.chunks_verified - tally.confirmed - tally.failed)
 
     async def _ended(self, lane: Lane, result: BatchResult) -> BatchResult:
         """A batch ended: if it was its campaign's last, the campaign's report is written now."""
@@ -104,13 +118,27 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(self._chunk_worker(lane, batch, feed, this_pass))
-                async for chunk in self._ledger.chunks(batch.batch_id):
-                    if not chunk.state.terminal:
-                        await feed.put(chunk)
-                for _ in range(workers):
-                    await feed.put(None)
+                try:
+                    async for chunk in self._ledger.chunks(batch.batch_id):
+                        if await self._is_open(batch, chunk):
+                            await feed.put(chunk)
+                    for _ in range(workers):
+                        await feed.put(None)
+                except BaseException:
+                    _close(feed, workers)
+                    raise
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+
+    async def _is_open(self, batch: BatchInfo, chunk: ChunkRecord) -> bool:
+        """Open for this pass: not terminal, or verified with migration work left."""
+        if not chunk.state.terminal:
+            return True
+        migrating = self._migrate is not None and batch.migration is not None
+        if not migrating or chunk.state is not ChunkState.VERIFIED:
+            return False
+        assert self._migrate is not None  # noqa: S101 - `migrating` says so
+        return await self._migrate.is_open(chunk)
 
     async def _chunk_worker(
         self, lane: Lane, batch: BatchInfo, feed: asyncio.Queue[ChunkRecord | None], this_pass: PassLog
@@ -124,7 +152,8 @@ class Pipeline:
 
     async def _work(self, lane: Lane, batch: BatchInfo, queued: ChunkRecord, this_pass: PassLog) -> None:
         """Take one chunk as far as it goes in this pass, under its lease."""
-        async with self._ownership.hold(queued) as held:
+        migrating = self._migrate is not None and batch.migration is not None
+        async with self._ownership.hold(queued, keep_verified=migrating) as held:
             if held is None:  # another replica holds it, or finished it meanwhile
                 return
             this_pass.owned += 1
@@ -133,6 +162,29 @@ class Pipeline:
                 chunk = await lane.export.run(batch, held, this_pass)
             if chunk is not None and chunk.state is ChunkState.EXPORTED:
                 await lane.verify.run(chunk, this_pass)
+                chunk = await self._ledger.get_chunk(chunk.batch_id, chunk.index) if migrating else None
+            if migrating and chunk is not None and chunk.state is ChunkState.VERIFIED:
+                await self._migrate_chunk(lane, batch, chunk, this_pass)
+
+    async def _migrate_chunk(
+        self, lane: Lane, batch: BatchInfo, chunk: ChunkRecord, this_pass: PassLog
+    ) -> None:
+        """Copy, import and confirm a verified chunk through its source and destination regions."""
+        assert self._migrate is not None  # noqa: S101 - checked by _work
+        assert batch.migration is not None  # noqa: S101 - checked by _work
+        target = await self._lanes.lane(batch.migration.region)
+        await self._migrate.run(batch, chunk, lane.clients, target.clients, this_pass)
+
+
+def _close(feed: asyncio.Queue[ChunkRecord | None], workers: int) -> None:
+    """One end mark per chunk worker when the pass is cancelled or fails: a worker whose cancel a store
+    client swallowed (redis-py does, redis/redis-py#2028) goes back to the feed, finds the mark and ends,
+    instead of waiting for ever for a chunk that no feeder will put. Unworked chunks are dropped first
+    so the marks fit (the feed holds twice as many items as there are workers)."""
+    while not feed.empty():
+        feed.get_nowait()
+    for _ in range(workers):
+        feed.put_nowait(None)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

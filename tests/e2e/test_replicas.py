@@ -54,12 +54,17 @@ async def replicas(
         for process, _ in started:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
+        stuck = []
         for process, _ in started:
             try:
                 await asyncio.wait_for(process.wait(), 20)
             except TimeoutError:
+                stuck.append(process.pid)
                 process.kill()
                 await process.wait()
+    # SIGTERM drains and exits 0 (a replica once hung: a chunk worker whose cancel redis-py swallowed
+    # waited for ever on the pass's feed). A replica killed on purpose has -9.
+    assert not stuck, f"replicas {stuck} did not exit within 20 s of SIGTERM"
 
 
 async def submit_campaign(

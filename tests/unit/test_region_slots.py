@@ -16,17 +16,29 @@ from exporter.slots import RegionSlots
 from exporter.worker import Worker, WorkerOptions
 
 
-def test_slots_count_per_region_and_capacity_grows_with_full_regions() -> None:
+async def test_slots_count_per_region_and_capacity_grows_with_regions() -> None:
     slots = RegionSlots(2)
     assert slots.capacity() == 2
     assert slots.take("a") and slots.take("a") and not slots.take("a")
     assert slots.capacity() == 4  # region a's two, and room for another region's
     assert slots.take("b") and slots.take(None)
     assert slots.capacity() == 8  # three regions running here, and room for a fourth
-    slots.give_back("b")
+    await slots.give_back("b")
     assert slots.capacity() == 6 and slots.take("a") is False
     with pytest.raises(ValueError, match="at least 1"):
         RegionSlots(0)
+
+
+async def test_a_full_region_lets_as_many_wait_as_run_then_hands_back() -> None:
+    slots = RegionSlots(1)
+    assert await slots.wait_for("a")
+    waiting = asyncio.create_task(slots.wait_for("a"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and slots.capacity() == 3  # one running, room for another region, one waiting
+    assert await slots.wait_for("a") is False  # the waiting room is full too: hand it back
+    await slots.give_back("a")
+    assert await asyncio.wait_for(waiting, 1) is True  # starts the moment the slot frees
+    assert slots.capacity() == 2
 
 
 @pytest.mark.parametrize(("deliveries", "expected"), [(1, 1.0), (2, 2.0), (4, 8.0), (30, 64.0)])
@@ -95,11 +107,11 @@ def message(batch_id: str, region: str) -> str:
     return json.dumps(body)
 
 
-async def test_a_full_region_hands_its_batch_back_and_the_other_region_runs() -> None:
+async def test_a_full_region_never_keeps_the_worker_from_another_regions_batch() -> None:
     # Real time (a manual clock would jump by every heartbeat's sleep): the run takes milliseconds.
     clock = RealClock()
     queue, runner = FakeQueue(clock), HeldRegion()
-    for batch_id, region in (("a1", "region-a"), ("a2", "region-a"), ("b1", "region-b")):
+    for batch_id, region in (("a1", "region-a"), ("a2", "region-a"), ("a3", "region-a"), ("b1", "region-b")):
         await queue.put(batch_id, message(batch_id, region))
     options = WorkerOptions(max_batches=1, poll_interval=0.01, drain_seconds=1)
     worker = Worker(queue, runner, consumer="w1", options=options, clock=clock)
@@ -107,8 +119,9 @@ async def test_a_full_region_hands_its_batch_back_and_the_other_region_runs() ->
 
     await asyncio.wait_for(runner.other_region_started.wait(), 5)
     assert runner.started[:2] == ["a1", "b1"]  # b1 ran while a1 held region a's only slot
-    assert "a2" not in runner.started and ("2", 0.01) in queue.nacked  # a2 handed back, not failed
+    assert "a2" not in runner.started  # a2 waits here for region a's slot
+    assert ("3", 0.01) in queue.nacked  # a3 found the waiting room full: handed back, not failed
     assert queue.failed_nacks == [] and queue.parked == []
     runner.release.set()
     await asyncio.wait_for(task, 10)
-    assert sorted(queue.acked) == ["1", "2", "3"]
+    assert sorted(queue.acked) == ["1", "2", "3", "4"]
