@@ -20,7 +20,7 @@ from aiohttp import web
 
 from exporter.adapters.limiter import LocalRateLimiter
 from exporter.adapters.redis import open_redis
-from exporter.adapters.s3 import open_object_store
+from exporter.adapters.s3 import S3ObjectStore, open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 from exporter.campaign.record import CampaignStore
 from exporter.clock import SystemClock
@@ -32,10 +32,11 @@ from exporter.http import create_http_app
 from exporter.http_campaigns import add_campaign_routes
 from exporter.iam import discovered_targets, list_projects
 from exporter.logs import log_asyncio_exception, log_tasks
+from exporter.migration.ports import MigrationLedger
 from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
 from exporter.pipeline.campaigns import CampaignCloser
-from exporter.ports import BatchQueue, DliApi, Ledger, ObjectStore, RateLimiter, RegionClients
+from exporter.ports import BatchQueue, Ledger, RateLimiter
 from exporter.regions import RegionDirectory, limiter_scope
 from exporter.report import LocalReportWriter
 from exporter.settings import Settings
@@ -74,6 +75,7 @@ class Stores:
     ledger: Ledger
     campaigns: CampaignStore
     limiter_for: LimiterFactory
+    migrations: MigrationLedger
 
     @property
     def limiter(self) -> RateLimiter:
@@ -113,7 +115,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             def shared(rate: float, scope: str | None) -> RateLimiter:
                 return redis.limiter(settings.paced(rate), settings.rate_burst, scope, settings.window_slack)
 
-            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared)
+            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared, redis.migrations)
     else:
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
 
@@ -122,7 +124,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
                     settings.paced(rate), settings.rate_burst, window_slack=settings.window_slack
                 )
 
-            yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local)
+            yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local, sqlite.migrations)
 
 
 async def discover_projects(settings: Settings, regions: Collection[str] | None) -> list[tuple[str, str]]:
@@ -164,16 +166,15 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
         session = await stack.enter_async_context(create_session(session_options(settings)))
         store = await stack.enter_async_context(open_object_store(s3_options(settings)))
 
-        def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliApi:
+        def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliClient:
             limiter = stores.limiter_for(rate_limit or 0.0, scope or limiter_scope(endpoint))
             auth = _dli_auth(settings)
             return DliClient(session, endpoint, auth, limiter, retry_policy(settings), clock=clock)
 
-        default = RegionClients(settings.dli_endpoint, dli_for(settings.dli_endpoint, None, None), store)
+        dli = dli_for(settings.dli_endpoint, None, None)
         regions = RegionDirectory(
             stack,
-            default,
-            default_obs_endpoint=settings.obs_endpoint,
+            default=(settings.dli_endpoint, dli, settings.obs_endpoint, store),
             dli_for=dli_for,
             store_for=_store_factory(settings),
         )
@@ -187,16 +188,23 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
             report_dir=str(settings.report_dir),
         )
         pipeline = Pipeline(
-            regions, stores.ledger, reports, options, owner=owner, clock=clock, campaigns=closer
+            regions,
+            stores.ledger,
+            reports,
+            options,
+            owner=owner,
+            clock=clock,
+            campaigns=closer,
+            migrations=stores.migrations,
         )
         worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
 
 
-def _store_factory(settings: Settings) -> Callable[[RegionRoute], AbstractAsyncContextManager[ObjectStore]]:
+def _store_factory(settings: Settings) -> Callable[[RegionRoute], AbstractAsyncContextManager[S3ObjectStore]]:
     """An OBS client per region: the default client's options with the region's endpoint and name."""
 
-    def open_for(route: RegionRoute) -> AbstractAsyncContextManager[ObjectStore]:
+    def open_for(route: RegionRoute) -> AbstractAsyncContextManager[S3ObjectStore]:
         return open_object_store(
             replace(s3_options(settings), endpoint=route.obs_endpoint, region=route.name)
         )

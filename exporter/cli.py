@@ -20,6 +20,7 @@ from exporter.commands.batches import report, status
 from exporter.commands.campaign import campaign
 from exporter.commands.common import command_settings, fail, run_command
 from exporter.commands.letters import dead_letters, requeue
+from exporter.commands.migrate import migrate
 from exporter.commands.submit import submit
 from exporter.errors import ConfigError
 from exporter.logs import configure_logging
@@ -54,7 +55,7 @@ def main(
     ctx.obj = {"queue_url": queue_url, "log_format": log_format, "log_level": log_level}
 
 
-for _command in (submit, status, report, dead_letters, requeue, campaign):
+for _command in (submit, status, report, dead_letters, requeue, campaign, migrate):
     main.add_command(_command)
 
 

@@ -1,7 +1,6 @@
 """The seams of the exporter: the only things the pipeline stages and the worker know about I/O.
 
-Each Protocol has one real implementation per backend (SQLite, Redis, aiohttp, aioboto3) and in-memory
-fakes in the unit tests.
+Each Protocol has one real implementation per backend (SQLite, Redis, aiohttp, aioboto3) and fakes.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from exporter.migration.ports import DliImporter, ObjectCopier
 from exporter.models import (
@@ -263,8 +262,10 @@ class ReportFile:
 class ReportWriter(Protocol):
     """Writes a finished batch's report files (JSON report, JSON Lines manifest) locally."""
 
-    async def write(self, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> list[ReportFile]:
-        """Write every file atomically; OSError when the report directory cannot be written."""
+    async def write(
+        self, info: BatchInfo, chunks: AsyncIterator[ChunkRecord], job_map: Any = None, totals: Any = None
+    ) -> list[ReportFile]:
+        """Atomically (a migration's job map and totals too); OSError if the directory is unwritable."""
         ...
 
 

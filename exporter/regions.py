@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
 
+from exporter.migration.ports import DliImporter, ObjectCopier
 from exporter.models import RegionRoute
 from exporter.ports import DliApi, ObjectStore, RegionClients
 
@@ -23,9 +25,18 @@ __all__ = ["DliFactory", "RegionDirectory", "StoreFactory", "limiter_scope"]
 
 log = structlog.get_logger("exporter.regions")
 
-DliFactory = Callable[[str, float | None], DliApi]
+
+class RegionDli(DliApi, DliImporter, Protocol):
+    """A DLI client of a region: the export side and the import side (one client, one limiter)."""
+
+
+class RegionStore(ObjectStore, ObjectCopier, Protocol):
+    """An OBS client of a region: verification and uploads, and copies for migrations."""
+
+
+DliFactory = Callable[[str, float | None], RegionDli]
 """A DLI client for (endpoint, the region's gateway limit or None for EXPORTER_RATE_LIMIT)."""
-StoreFactory = Callable[[RegionRoute], AbstractAsyncContextManager[ObjectStore]]
+StoreFactory = Callable[[RegionRoute], AbstractAsyncContextManager[RegionStore]]
 """An OBS client for the route's OBS endpoint, as an async context manager (closed with the runtime)."""
 
 
@@ -41,19 +52,21 @@ class RegionDirectory:
     def __init__(
         self,
         stack: AsyncExitStack,
-        default: RegionClients,
         *,
-        default_obs_endpoint: str | None,
+        default: tuple[str, RegionDli, str | None, RegionStore],
         dli_for: DliFactory,
         store_for: StoreFactory,
     ) -> None:
+        """`default` is (DLI endpoint, its client, OBS endpoint, its client) of EXPORTER_DLI_ENDPOINT."""
+        dli_endpoint, dli, obs_endpoint, store = default
         self._stack = stack
-        self._default = default
+        self._default = RegionClients(dli_endpoint, dli, store, importer=dli, copier=store)
+        self._default_obs_endpoint = obs_endpoint
         self._dli_for = dli_for
         self._store_for = store_for
         self._lock = asyncio.Lock()
-        self._dli: dict[str, DliApi] = {default.key: default.dli}
-        self._stores: dict[str | None, ObjectStore] = {default_obs_endpoint: default.store}
+        self._dli: dict[str, RegionDli] = {dli_endpoint: dli}
+        self._stores: dict[str | None, RegionStore] = {obs_endpoint: store}
 
     def __repr__(self) -> str:
         return f"<RegionDirectory dli={sorted(self._dli)} obs={len(self._stores)}>"
@@ -61,15 +74,15 @@ class RegionDirectory:
     async def clients(self, route: RegionRoute | None) -> RegionClients:
         if route is None:
             return self._default
+        if route.dli_endpoint == self._default.key and route.rate_limit is not None:
+            log.warning(  # one gateway, one limiter: the default's, at EXPORTER_RATE_LIMIT
+                "region.rate_limit_ignored",
+                region=route.name,
+                endpoint=route.dli_endpoint,
+                reason="it names EXPORTER_DLI_ENDPOINT, whose limiter runs at EXPORTER_RATE_LIMIT",
+            )
         async with self._lock:  # two batches of a new region at once must not open two clients
             dli = self._dli.get(route.dli_endpoint)
-            if dli is self._default.dli and route.rate_limit is not None:
-                log.warning(  # one gateway, one limiter: the default's, at EXPORTER_RATE_LIMIT
-                    "region.rate_limit_ignored",
-                    region=route.name,
-                    endpoint=route.dli_endpoint,
-                    reason="it names EXPORTER_DLI_ENDPOINT, whose limiter runs at EXPORTER_RATE_LIMIT",
-                )
             if dli is None:
                 dli = self._dli[route.dli_endpoint] = self._dli_for(route.dli_endpoint, route.rate_limit)
                 log.info("region.dli_opened", region=route.name, endpoint=route.dli_endpoint)
@@ -78,4 +91,6 @@ class RegionDirectory:
                 store = await self._stack.enter_async_context(self._store_for(route))
                 self._stores[route.obs_endpoint] = store
                 log.info("region.obs_opened", region=route.name, endpoint=route.obs_endpoint)
-        return RegionClients(route.dli_endpoint, dli, store)
+        if dli is self._default.dli and store is self._default.store:
+            return self._default
+        return RegionClients(route.dli_endpoint, dli, store, importer=dli, copier=store)

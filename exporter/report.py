@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from exporter.migration.report import migration_header
 from exporter.models import BatchInfo, ChunkRecord, ChunkState, ErrorInfo, Segment
 from exporter.ports import ReportFile
 
@@ -37,9 +38,9 @@ class ReportPaths:
         self.manifest = manifest
 
 
-def report_header(info: BatchInfo) -> dict[str, Any]:
-    """Everything of the report but its chunks."""
-    return {
+def report_header(info: BatchInfo, extra_totals: dict[str, int] | None = None) -> dict[str, Any]:
+    """Everything of the report but its chunks (and a migration's job map)."""
+    header: dict[str, Any] = {
         "batch_id": info.batch_id,
         "project_id": info.project_id,
         "obs_dir": info.obs_dir,
@@ -52,6 +53,10 @@ def report_header(info: BatchInfo) -> dict[str, Any]:
         "finished_at": info.finished_at,
         "error": info.error.model_dump() if info.error else None,
     }
+    if info.migration is not None:
+        header["migration"] = migration_header(info)
+        header["totals"] = {**header["totals"], **(extra_totals or {})}
+    return header
 
 
 def chunk_rows(chunk: ChunkRecord) -> list[dict[str, Any]]:
@@ -87,19 +92,38 @@ async def report_rows(chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
             yield json.dumps(row, separators=(",", ":"))
 
 
-def _report_opening(info: BatchInfo) -> str:
-    header = json.dumps(report_header(info), separators=(",", ":"))
+def _report_opening(info: BatchInfo, extra_totals: dict[str, int] | None = None) -> str:
+    header = json.dumps(report_header(info, extra_totals), separators=(",", ":"))
     return header[:-1] + ',"chunks":['
 
 
-async def stream_report(info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
-    """The JSON report as text pieces: header, then `chunks[]` one row at a time."""
-    yield _report_opening(info)
+async def _job_map_tail(job_map: AsyncIterator[dict[str, Any]] | None) -> AsyncIterator[str]:
+    """`],"job_map":[...]}` after the chunks of a migration's report, else just the closing."""
+    if job_map is None:
+        yield "]}\n"
+        return
+    yield '],"job_map":['
+    separator = ""
+    async for row in job_map:
+        yield separator + json.dumps(row, separators=(",", ":"))
+        separator = ","
+    yield "]}\n"
+
+
+async def stream_report(
+    info: BatchInfo,
+    chunks: AsyncIterator[ChunkRecord],
+    job_map: AsyncIterator[dict[str, Any]] | None = None,
+    extra_totals: dict[str, int] | None = None,
+) -> AsyncIterator[str]:
+    """The JSON report as text pieces: header, then `chunks[]` one row at a time (then `job_map[]`)."""
+    yield _report_opening(info, extra_totals)
     separator = ""
     async for row in report_rows(chunks):
         yield separator + row
         separator = ","
-    yield "]}\n"
+    async for piece in _job_map_tail(job_map):
+        yield piece
 
 
 class _AtomicPair:
@@ -133,14 +157,18 @@ _FLUSH_CHARACTERS = 256 * 1024  # per file and slice: few thread hops, and a mil
 
 
 async def write_report_files(
-    directory: Path, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]
+    directory: Path,
+    info: BatchInfo,
+    chunks: AsyncIterator[ChunkRecord],
+    job_map: AsyncIterator[dict[str, Any]] | None = None,
+    extra_totals: dict[str, int] | None = None,
 ) -> ReportPaths:
     """Write `<batch>.json` and `<batch>.jsonl` atomically; file I/O runs in a thread, in slices."""
     paths = ReportPaths(directory / f"{info.batch_id}.json", directory / f"{info.batch_id}.jsonl")
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     files = await asyncio.to_thread(_AtomicPair, paths)
     try:
-        report: list[str] = [_report_opening(info)]
+        report: list[str] = [_report_opening(info, extra_totals)]
         manifest: list[str] = []
         pending = 0
         separator = ""
@@ -152,7 +180,7 @@ async def write_report_files(
             if pending >= _FLUSH_CHARACTERS:
                 await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
                 report, manifest, pending = [], [], 0
-        report.append("]}\n")
+        report.extend([piece async for piece in _job_map_tail(job_map)])
         await asyncio.to_thread(files.write, "".join(report), "".join(manifest))
         await asyncio.to_thread(files.commit)
     except BaseException:
@@ -172,8 +200,14 @@ class LocalReportWriter:
     def __repr__(self) -> str:
         return f"<LocalReportWriter {self._directory}>"
 
-    async def write(self, info: BatchInfo, chunks: AsyncIterator[ChunkRecord]) -> list[ReportFile]:
-        paths = await write_report_files(self._directory, info, chunks)
+    async def write(
+        self,
+        info: BatchInfo,
+        chunks: AsyncIterator[ChunkRecord],
+        job_map: AsyncIterator[dict[str, Any]] | None = None,
+        totals: dict[str, int] | None = None,
+    ) -> list[ReportFile]:
+        paths = await write_report_files(self._directory, info, chunks, job_map, totals)
         return [
             ReportFile(paths.report, "application/json"),
             ReportFile(paths.manifest, "application/x-ndjson"),

@@ -73,12 +73,17 @@ def request_identity(request: BatchRequest) -> dict[str, Any]:
         ids = request.job_ids or []
         digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
         selection = {"job_ids": len(ids), "job_ids_sha256": digest}
-    return {
+    identity: dict[str, Any] = {
         "project_id": request.project_id,
         "obs_dir": request.obs_dir,
         "chunk_size": request.chunk_size,
         **selection,
     }
+    if request.region is not None:  # only when set: identities recorded before regions stay equal
+        identity["region"] = request.region.model_dump(mode="json")
+    if request.migration is not None:
+        identity["migration"] = request.migration.model_dump(mode="json")
+    return identity
 
 
 def _dump(identity: dict[str, Any]) -> str:

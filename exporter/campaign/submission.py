@@ -36,8 +36,7 @@ class CampaignSubmitted:
 
 
 def _batch_identity(request: BatchRequest) -> dict[str, object]:
-    route = request.region.model_dump(mode="json") if request.region else None
-    return {"batch_id": request.batch_id, "region": route, **request_identity(request)}
+    return {"batch_id": request.batch_id, **request_identity(request)}
 
 
 def campaign_identity(plan: CampaignPlan) -> str:

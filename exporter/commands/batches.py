@@ -10,6 +10,9 @@ from rich.console import Console
 
 from exporter.app import Stores, open_stores
 from exporter.commands.common import command_settings, require_batch, run_command
+from exporter.errors import InvalidInput
+from exporter.migration.report import CSV_HEADER, csv_line, job_map_dicts, migration_totals
+from exporter.models import BatchInfo
 from exporter.progress import batch_lines, follow_progress, print_batches
 from exporter.report import report_rows, stream_report
 from exporter.settings import Settings
@@ -74,6 +77,12 @@ async def _overview(stores: Stores, campaign: str | None, *, as_json: bool) -> N
 @click.argument("batch_id")
 @click.option("--json", "fmt", flag_value="json", default=True, help="The whole report as JSON (default).")
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="The manifest: one JSON line per chunk.")
+@click.option(
+    "--job-map",
+    "fmt",
+    flag_value="job-map",
+    help="A migration's map: CSV old_job_id,new_job_id,state,remark.",
+)
 @click.pass_context
 def report(ctx: click.Context, batch_id: str, fmt: str) -> None:
     """Print a batch's report (from the ledger, so it works while the batch runs)."""
@@ -86,8 +95,28 @@ def report(ctx: click.Context, batch_id: str, fmt: str) -> None:
             if fmt == "jsonl":
                 async for row in report_rows(chunks):
                     click.echo(row)
+            elif fmt == "job-map":
+                await _print_job_map(stores, info)
             else:
-                async for piece in stream_report(info, chunks):
-                    click.echo(piece, nl=False)
+                await _print_report(stores, info)
 
     run_command(go())
+
+
+async def _print_report(stores: Stores, info: BatchInfo) -> None:
+    chunks = stores.ledger.chunks(info.batch_id)
+    job_map = totals = None
+    if info.migration is not None:
+        job_map = job_map_dicts(stores.migrations, info.batch_id)
+        totals = await migration_totals(stores.migrations, info.batch_id)
+    async for piece in stream_report(info, chunks, job_map, totals):
+        click.echo(piece, nl=False)
+
+
+async def _print_job_map(stores: Stores, info: BatchInfo) -> None:
+    """CSV `old_job_id,new_job_id,state,remark`: the file a migration team hands to application owners."""
+    if info.migration is None:
+        raise InvalidInput(f"batch {info.batch_id!r} is not a migration: it has no job map")
+    click.echo(csv_line(CSV_HEADER))
+    async for row in job_map_dicts(stores.migrations, info.batch_id):
+        click.echo(csv_line([row[name] for name in CSV_HEADER]))

@@ -9,6 +9,8 @@ import asyncio
 import structlog
 
 from exporter.errors import DliError
+from exporter.migration.ports import MigrationLedger
+from exporter.migration.report import job_map_dicts, migration_totals
 from exporter.models import BatchInfo, BatchRequest, BatchState, ErrorInfo, split_obs_path
 from exporter.pipeline.planning import new_batch_info, require_batch
 from exporter.ports import BatchResult, Clock, Ledger, ObjectStore, ReportFile, ReportWriter
@@ -21,11 +23,19 @@ log = structlog.get_logger("exporter.pipeline")
 class Finisher:
     """Ends batches: state in the ledger first, then the report files, then their upload."""
 
-    __slots__ = ("_clock", "_ledger", "_reports", "_store", "_upload")
+    __slots__ = ("_clock", "_ledger", "_migrations", "_reports", "_store", "_upload")
 
     def __init__(
-        self, ledger: Ledger, store: ObjectStore, reports: ReportWriter, *, upload: bool, clock: Clock
+        self,
+        ledger: Ledger,
+        store: ObjectStore,
+        reports: ReportWriter,
+        *,
+        upload: bool,
+        clock: Clock,
+        migrations: MigrationLedger | None = None,
     ) -> None:
+        self._migrations = migrations
         self._ledger = ledger
         self._store = store
         self._reports = reports
@@ -65,7 +75,13 @@ class Finisher:
         return BatchResult(info.batch_id, True, info)
 
     async def _publish(self, info: BatchInfo) -> list[ReportFile]:
-        files = await self._reports.write(info, self._ledger.chunks(info.batch_id))
+        chunks = self._ledger.chunks(info.batch_id)
+        if info.migration is not None and self._migrations is not None:
+            job_map = job_map_dicts(self._migrations, info.batch_id)
+            totals = await migration_totals(self._migrations, info.batch_id)
+            files = await self._reports.write(info, chunks, job_map, totals)
+        else:
+            files = await self._reports.write(info, chunks)
         if self._upload:
             await self._upload_files(info, files)
         return files

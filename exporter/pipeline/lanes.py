@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from exporter.migration.ports import MigrationLedger
 from exporter.models import RegionRoute
 from exporter.pipeline.export import ExportStage
 from exporter.pipeline.finish import Finisher
@@ -55,7 +56,9 @@ class Lanes:
         reports: ReportWriter,
         options: PipelineOptions,
         clock: Clock,
+        migrations: MigrationLedger | None = None,
     ) -> None:
+        self._migrations = migrations
         self._regions = regions
         self._ledger = ledger
         self._reports = reports
@@ -95,7 +98,12 @@ class Lanes:
                 concurrency=options.verify_concurrency,
             ),
             finisher=Finisher(
-                self._ledger, clients.store, self._reports, upload=options.upload_manifest, clock=self._clock
+                self._ledger,
+                clients.store,
+                self._reports,
+                upload=options.upload_manifest,
+                clock=self._clock,
+                migrations=self._migrations,
             ),
             store=clients.store,
             clients=clients,

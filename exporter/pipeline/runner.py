@@ -50,7 +50,7 @@ class Pipeline:
         self._migrate = MigrateStage(migrations) if migrations is not None else None
         self._ledger = ledger
         self._options = options
-        self._lanes = Lanes(regions, ledger, reports, options, clock)
+        self._lanes = Lanes(regions, ledger, reports, options, clock, migrations)
         self._ownership = ChunkOwnership(
             ledger, clock, owner=owner, ttl=options.chunk_lease_seconds, enabled=options.chunk_ownership
         )

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from fakes import FakeDli, FakeStore
 
 from exporter.models import RegionRoute
-from exporter.ports import DliApi, ObjectStore, RegionClients
+from exporter.ports import DliApi, ObjectStore
 from exporter.regions import RegionDirectory, limiter_scope
 
 
@@ -19,7 +19,7 @@ def route(name: str, dli: str, obs: str, rate: float | None = None) -> RegionRou
 
 async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() -> None:
     store = FakeStore()
-    default = RegionClients("https://dli.default", FakeDli(store=store), store)
+    default_dli = FakeDli(store=store)
     made: list[tuple[str, float | None]] = []
     opened: list[str] = []
     closed: list[str] = []
@@ -39,7 +39,10 @@ async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() 
 
     async with AsyncExitStack() as stack:
         regions = RegionDirectory(
-            stack, default, default_obs_endpoint="https://obs.default", dli_for=dli_for, store_for=store_for
+            stack,
+            default=("https://dli.default", default_dli, "https://obs.default", store),  # type: ignore[arg-type]
+            dli_for=dli_for,  # type: ignore[arg-type]
+            store_for=store_for,  # type: ignore[arg-type]
         )
         a = route("region-a", "https://dli.a", "https://obs.a", 20)
         first, second = await asyncio.gather(regions.clients(a), regions.clients(a))
@@ -48,8 +51,8 @@ async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() 
         other = await regions.clients(b)
         assert other.dli is not first.dli and other.store is first.store
         same_as_default = await regions.clients(route("x", "https://dli.default", "https://obs.default"))
-        assert same_as_default.dli is default.dli and same_as_default.store is default.store
-        assert await regions.clients(None) is default
+        assert same_as_default.dli is default_dli and same_as_default.store is store
+        assert (await regions.clients(None)).dli is default_dli
         assert made == [("https://dli.a", 20), ("https://dli.b", None)]
         assert opened == ["https://obs.a"] and closed == []
     assert closed == ["https://obs.a"]

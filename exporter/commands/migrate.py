@@ -1,0 +1,130 @@
+"""`dli-exporter migrate`: one batch that exports jobs and imports them into another project.
+
+The export side takes `submit`'s selection flags; the destination is `--to-project` (in `--to-region`,
+reading the ZIPs from `--to-obs-dir`, which the copy stage fills when it is not the export's own
+directory). Regions resolve to endpoints through EXPORTER_DLI_ENDPOINT_TEMPLATE and
+EXPORTER_OBS_ENDPOINT_TEMPLATE; without them the default endpoints are used.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from exporter.app import open_stores
+from exporter.campaign.spec import Problems, RegionSpec, region_route
+from exporter.commands.common import command_settings, run_command
+from exporter.errors import InvalidInput
+from exporter.intake import request_from_flags
+from exporter.models import BatchRequest
+from exporter.routes import Destination, OnConflict, RegionRoute
+from exporter.settings import Settings
+from exporter.submission import submit_batch
+
+__all__ = ["migrate"]
+
+
+def route_of(region: str | None, settings: Settings, flag: str) -> RegionRoute | None:
+    """A region name's endpoints from the templates; None for no region; InvalidInput naming the flag."""
+    if region is None:
+        return None
+    problems = Problems(flag)
+    templates = {
+        "dli_endpoint": settings.dli_endpoint_template,
+        "obs_endpoint": settings.obs_endpoint_template,
+    }
+    try:
+        route = region_route(region, RegionSpec(), templates, problems)
+    except ValueError as error:
+        raise InvalidInput(f"{flag}: {error}", field=flag.lstrip("-").replace("-", "_")) from None
+    if route is None or problems.items:
+        raise InvalidInput("; ".join(problems.items) or f"{flag}: cannot derive endpoints for {region!r}")
+    return route
+
+
+@click.command()
+@click.option("--from-project", "project_id", required=True, help="The project the jobs are exported from.")
+@click.option("--to-project", required=True, help="The project the jobs are imported into.")
+@click.option("--obs-dir", required=True, help="BUCKET[/PREFIX] where DLI writes the ZIPs.")
+@click.option("--job-ids", help="Comma-separated job IDs.")
+@click.option("--job-ids-file", type=click.File("r"), help="One ID per line; blank lines and # comments ok.")
+@click.option("--all", "select_all", is_flag=True, help="Every job of the source project (with filters).")
+@click.option("--status", help="With --all: only jobs in this status.")
+@click.option("--job-type", help="With --all: flink_sql_job, flink_jar_job, ...")
+@click.option("--queue-name", help="With --all: only jobs on this DLI queue.")
+@click.option("--name", help="With --all: job name contains this.")
+@click.option("--user-name", help="With --all: jobs of this user.")
+@click.option("--tags", multiple=True, help="With --all: KEY=VALUE (repeatable).")
+@click.option("--from-region", help="The source project's region (endpoints from the templates).")
+@click.option("--to-region", help="The target project's region.")
+@click.option("--to-obs-dir", help="Where the target reads the ZIPs (copied there); default: --obs-dir.")
+@click.option(
+    "--on-conflict",
+    type=click.Choice([choice.value for choice in OnConflict]),
+    default=OnConflict.SKIP.value,
+    show_default=True,
+    help="A job of the same name in the target: skip it, overwrite it, or fail the row.",
+)
+@click.option("--chunk-size", type=int, help="IDs per export call (default EXPORTER_CHUNK_SIZE).")
+@click.option("--batch-id", help="Idempotency key: submitting the same migration twice queues it once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def migrate(ctx: click.Context, /, as_json: bool, **flags: Any) -> None:
+    """Queue one migration batch: export, verify, copy (when needed), import, confirm."""
+    chosen = (flags["job_ids"] is not None, flags["job_ids_file"] is not None, flags["select_all"])
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --job-ids, --job-ids-file or --all")
+    settings = command_settings(ctx)
+
+    async def go() -> dict[str, Any]:
+        request = _request(settings, flags)
+        async with open_stores(settings) as stores:
+            accepted = await submit_batch(stores.queue, request, stores.ledger)
+        return _result(request, accepted=accepted)
+
+    result = run_command(go())
+    click.echo(json.dumps(result) if as_json else _sentence(result))
+
+
+def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:
+    request = request_from_flags(
+        flags,
+        project_id=settings.project_id,
+        chunk_size=settings.chunk_size,
+        max_jobs=settings.max_jobs_per_batch,
+    )
+    try:
+        destination = Destination(
+            project_id=flags["to_project"],
+            region=route_of(flags["to_region"], settings, "--to-region"),
+            obs_dir=flags["to_obs_dir"],
+            on_conflict=OnConflict(flags["on_conflict"]),
+        )
+    except ValueError as error:
+        raise InvalidInput(f"destination: {error}", field="to_project") from None
+    region = route_of(flags["from_region"], settings, "--from-region")
+    return request.model_copy(update={"migration": destination, "region": region})
+
+
+def _result(request: BatchRequest, *, accepted: bool) -> dict[str, Any]:
+    """The `--json` answer (its keys are a contract)."""
+    destination = request.migration
+    assert destination is not None  # noqa: S101 - _request sets it
+    return {
+        "batch_id": request.batch_id,
+        "accepted": accepted,
+        "jobs": len(request.job_ids or ()),
+        "select_all": request.select_all,
+        "to_project": destination.project_id,
+        "to_region": destination.region.name if destination.region else None,
+        "on_conflict": destination.on_conflict.value,
+    }
+
+
+def _sentence(result: dict[str, Any]) -> str:
+    if not result["accepted"]:
+        return f"migration {result['batch_id']} was already submitted; nothing queued again"
+    what = "all matching jobs" if result["select_all"] else f"{result['jobs']} jobs"
+    return f"queued migration {result['batch_id']}: {what} into project {result['to_project']}"

@@ -1,0 +1,121 @@
+"""Migration over real sockets: `migrate`, `work --until-empty`, then the job map checked against what the
+simulator's target project really holds. Names that existed before the migration are conflicts; names
+that appear because of us are ours, even when DLI's answer to the import that made them was lost."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from support import run_cli
+
+from exporter.devstack import local_stack, settings_env
+from exporter.simulator.jobs import job_name
+
+pytestmark = [pytest.mark.slow]
+
+TARGET = "7a" * 16
+EXISTING = (3, 4)  # the target holds jobs of these names before the migration
+FAST = {"poll_interval": 0.05, "verify_grace_seconds": 5, "retry_initial_backoff": 0.02, "chunk_size": 5}
+
+
+@pytest.fixture
+async def migration(s3_server: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    faults: dict[str, Any] = getattr(request, "param", {})
+    names = {TARGET: [job_name(job_id) for job_id in EXISTING]}
+    async with local_stack(
+        workdir=tmp_path,
+        jobs=100,
+        s3_endpoint=s3_server,
+        bucket=f"m-{uuid.uuid4().hex[:12]}",
+        target_projects=(TARGET,),
+        existing_names=names,
+        faults={"seed": 11, **faults},
+        **FAST,
+    ) as stack:
+        yield stack
+
+
+async def target_jobs(stack: Any) -> dict[str, int]:
+    url = f"{stack.simulator.url}/_sim/projects/{TARGET}/jobs"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        jobs: dict[str, int] = (await response.json())["jobs"]
+    return jobs
+
+
+async def migrate_and_work(stack: Any, batch_id: str, *extra: str) -> dict[str, Any]:
+    env = settings_env(stack.settings)
+    submitted = await run_cli(
+        env,
+        "migrate",
+        "--from-project",
+        stack.settings.project_id,
+        "--to-project",
+        TARGET,
+        "--obs-dir",
+        f"{stack.bucket}/exports",
+        "--job-ids",
+        ",".join(map(str, range(1, 21))),
+        "--batch-id",
+        batch_id,
+        "--json",
+        *extra,
+    )
+    assert submitted.json()["to_project"] == TARGET
+    worked = await run_cli(env, "work", "--until-empty", limit_s=120)
+    assert worked.code == 0, worked.err[-2000:]
+    report: dict[str, Any] = (await run_cli(env, "report", batch_id, "--json")).json()
+    return report
+
+
+def rows_by_old(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {row["old_job_id"]: row for row in report["job_map"]}
+
+
+async def test_skip_imports_new_names_and_leaves_the_existing_ones(migration: Any) -> None:
+    before = await target_jobs(migration)
+    report = await migrate_and_work(migration, "m-skip")
+    assert report["state"] == "completed" and report["migration"]["on_conflict"] == "skip"
+    assert report["migration"]["to_project"] == TARGET
+    rows, held = rows_by_old(report), await target_jobs(migration)
+    assert report["totals"]["imported"] == 18 and report["totals"]["skipped"] == 2
+    for old in EXISTING:  # a conflict: the existing job keeps its ID, nothing was overwritten
+        assert rows[old]["state"] == "skipped" and rows[old]["new_job_id"] == before[job_name(old)]
+    for old, row in rows.items():
+        assert row["new_job_id"] == held[job_name(old)], old  # every new ID is what the target holds
+    assert len(held) == 20
+    env = settings_env(migration.settings)
+    job_map = (await run_cli(env, "report", "m-skip", "--job-map")).out
+    table = list(csv.DictReader(io.StringIO(job_map)))
+    assert list(table[0]) == ["old_job_id", "new_job_id", "state", "remark"] and len(table) == 20
+    assert {r["state"] for r in table} == {"imported", "skipped"}
+
+
+async def test_overwrite_keeps_the_existing_ids_and_imports_the_rest(migration: Any) -> None:
+    before = await target_jobs(migration)
+    report = await migrate_and_work(migration, "m-over", "--on-conflict", "overwrite")
+    rows = rows_by_old(report)
+    assert report["totals"]["imported"] == 20 and report["totals"]["skipped"] == 0
+    for old in EXISTING:
+        assert rows[old]["state"] == "imported" and rows[old]["new_job_id"] == before[job_name(old)]
+
+
+@pytest.mark.parametrize("migration", [{"p_import_lost": 0.5}], indirect=True)
+async def test_lost_import_answers_never_turn_our_imports_into_conflicts(migration: Any) -> None:
+    """Half the imports are applied and their answers lost: the repeat answers -1 for the jobs the first
+    try made. Those rows still say imported, with the IDs the target holds; only the names that existed
+    before are skipped, and no job is imported twice."""
+    report = await migrate_and_work(migration, "m-lost")
+    rows, held = rows_by_old(report), await target_jobs(migration)
+    assert migration.simulator.stats()["imports_lost"] > 0
+    assert report["totals"]["imported"] == 18 and report["totals"]["skipped"] == 2
+    assert {old for old, row in rows.items() if row["state"] == "skipped"} == set(EXISTING)
+    for old, row in rows.items():
+        assert row["new_job_id"] == held[job_name(old)], old
+    assert len(held) == 20  # 2 that were there and 18 of ours: none twice
