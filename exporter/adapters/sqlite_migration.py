@@ -35,7 +35,8 @@ _COUNT_STEPS: Final = (
     f"{_PAGE}SELECT count(*), max(idx), "  # noqa: S608 - the state names are constants of StepState
     f"coalesce(sum(state NOT IN ({_TERMINAL})), 0), "
     f"coalesce(sum(state = '{StepState.CONFIRMED.value}'), 0), "
-    f"coalesce(sum(state = '{StepState.FAILED.value}'), 0) FROM page"
+    f"coalesce(sum(state = '{StepState.FAILED.value}'), 0), "
+    f"coalesce(sum(state = '{StepState.IMPORTED.value}'), 0) FROM page"
 )
 _COUNT_ROWS: Final = (
     f"{_PAGE}SELECT json_extract(row.value, '$.state'), count(*) "  # noqa: S608 - constant text
@@ -177,11 +178,13 @@ def _save_step(conn: sqlite3.Connection, *, write: _StepWrite) -> bool:
 def _tally_page(conn: sqlite3.Connection, *, batch_id: str, after: int) -> tuple[MigrationTally, int]:
     """The counts of the page of steps after index `after`, and the last index it holds."""
     page = (batch_id, after, PAGE_SIZE)
-    steps, last, open_, confirmed, failed = conn.execute(_COUNT_STEPS, page).fetchone()
+    steps, last, open_, confirmed, failed, imported_steps = conn.execute(_COUNT_STEPS, page).fetchone()
     rows = {
         _ROW_FIELDS[state]: count for state, count in conn.execute(_COUNT_ROWS, page) if state in _ROW_FIELDS
     }
-    tally = MigrationTally(steps=steps, open=open_, confirmed=confirmed, failed=failed, **rows)
+    tally = MigrationTally(
+        steps=steps, open=open_, confirmed=confirmed, failed=failed, imported_steps=imported_steps, **rows
+    )
     return tally, after if last is None else last
 
 

@@ -86,6 +86,7 @@ class MigrationTally(BaseModel):
     """A migration batch's counts: steps by state and job-map rows by state."""
 
     FIELDS: ClassVar[tuple[str, ...]] = (
+        "imported_steps",
         "steps",
         "open",
         "confirmed",
@@ -97,6 +98,7 @@ class MigrationTally(BaseModel):
 
     steps: int = 0
     open: int = 0
+    imported_steps: int = 0  # steps imported and not yet confirmed
     confirmed: int = 0
     failed: int = 0
     imported: int = 0
@@ -109,6 +111,7 @@ class MigrationTally(BaseModel):
         return cls(
             steps=len(steps),
             open=sum(1 for s in steps if not s.state.terminal),
+            imported_steps=sum(1 for s in steps if s.state is StepState.IMPORTED),
             confirmed=sum(1 for s in steps if s.state is StepState.CONFIRMED),
             failed=sum(1 for s in steps if s.state is StepState.FAILED),
             imported=sum(1 for r in rows if r.state == "imported"),

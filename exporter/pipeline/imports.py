@@ -6,13 +6,14 @@ whose names the target did not hold before, the IDs those names have now. A refu
 readable, 400) fails the chunk's jobs with DLI's code; a transient error or a lost answer leaves the
 step `copied` to be imported again on a later pass, which the job map makes safe.
 
-Confirm: every job the map says was imported is read back from the target (job detail); one that is
-not there fails with IMPORT_NOT_FOUND.
+Confirm: every job the map says was imported must be in the target's listing, read once for the whole
+batch when its imports are done (one page per 100 jobs, not one call per job); one that is not there
+fails with IMPORT_NOT_FOUND.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import structlog
 
@@ -95,12 +96,13 @@ class ImportStage:
         return current
 
 
-async def confirm_step(step: MigrationStep, importer: DliImporter, project_id: str) -> MigrationStep:
-    """Read every imported job back from the target; a missing one fails with IMPORT_NOT_FOUND."""
+def confirm_step(step: MigrationStep, held: Collection[int], project_id: str) -> MigrationStep:
+    """The step confirmed against the job IDs the target holds: an imported job not among them fails
+    with IMPORT_NOT_FOUND."""
     rows: list[JobMapRow] = []
     for row in step.rows:
         imported = row.state == "imported" and row.new_job_id is not None and row.new_job_id > 0
-        if imported and await importer.get_job(project_id, row.new_job_id or 0) is None:
+        if imported and row.new_job_id not in held:
             message = f"job {row.new_job_id} is not in project {project_id} after the import"
             error = ErrorInfo(code="IMPORT_NOT_FOUND", message=message)
             rows.append(row.model_copy(update={"state": "failed", "error": error}))

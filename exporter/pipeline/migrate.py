@@ -101,10 +101,25 @@ class MigrateStage:
             step = await self._save(step, step.model_copy(update={"attempts": step.attempts + 1}))
             importing = ImportStage(importer, target_copier, destination)
             step = await self._save(step, await importing.run(step, job_ids, snapshot))
-        if step.state is StepState.IMPORTED:
-            step = await self._save(step, await confirm_step(step, importer, destination.project_id))
-        if step.state.terminal:
-            metrics.labelled(metrics.CHUNKS, f"migration_{step.state.value}").inc()
+        if step.state is StepState.FAILED:
+            metrics.labelled(metrics.CHUNKS, "migration_failed").inc()
+
+    async def confirm(self, batch: BatchInfo, target: RegionClients) -> int:
+        """Confirm every imported step of the batch against one listing of the target; steps confirmed.
+        Run by the batch's owner once no step is left to copy or import."""
+        destination = batch.migration
+        if destination is None or target.importer is None:
+            return 0
+        imported = [s async for s in self._migrations.steps(batch.batch_id) if s.state is StepState.IMPORTED]
+        if not imported:
+            return 0
+        held = {job.job_id async for job in target.importer.list_jobs(destination.project_id)}
+        confirmed = 0
+        for step in imported:
+            if await self._migrations.save_step(confirm_step(step, held, destination.project_id), step):
+                metrics.labelled(metrics.CHUNKS, "migration_confirmed").inc()
+                confirmed += 1
+        return confirmed
 
     async def _first_step(self, chunk: ChunkRecord, zips: list[ZipRecord]) -> MigrationStep:
         stored = await self._migrations.get_step(chunk.batch_id, chunk.index)

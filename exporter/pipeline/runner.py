@@ -66,7 +66,7 @@ class Pipeline:
         this_pass = PassLog()
         await self._process(lane, info, this_pass)
         info = await require_batch(self._ledger, request.batch_id)
-        migrating = await self._migrating(info)
+        migrating = await self._migrating(info, lane)
         if info.totals.pending or info.totals.exported or migrating:
             reason = ",".join(sorted(this_pass.reasons)) or "chunks owned elsewhere"
             opened = info.totals.pending + info.totals.exported + migrating
@@ -79,11 +79,17 @@ class Pipeline:
         lane = await self._lanes.lane(request.region)
         return await self._ended(lane, await lane.finisher.fail(request, error))
 
-    async def _migrating(self, info: BatchInfo) -> int:
-        """Verified chunks of a migration batch whose step is not over yet."""
-        if info.migration is None or self._migrations is None:
+    async def _migrating(self, info: BatchInfo, lane: Lane) -> int:
+        """Verified chunks of a migration batch whose step is not over yet. Once every one of them is
+        imported (or failed) and nothing is left to export, they are confirmed in one go."""
+        if info.migration is None or self._migrations is None or self._migrate is None:
             return 0
         tally = await self._migrations.tally(info.batch_id)
+        unimported = info.totals.chunks_verified - tally.steps + tally.open - tally.imported_steps
+        if not (info.totals.pending or info.totals.exported) and unimported == 0 and tally.imported_steps:
+            target = await self._lanes.lane(info.migration.region)
+            await self._migrate.confirm(info, target.clients)
+            tally = await self._migrations.tally(info.batch_id)
         return max(0, info.totals.chunks_verified - tally.confirmed - tally.failed)
 
     async def _ended(self, lane: Lane, result: BatchResult) -> BatchResult:

@@ -153,7 +153,9 @@ async def test_tally_counts_steps_and_rows_by_state(backend: Contract) -> None:
     for step in steps:
         await backend.migrations.save_step(step, None)
     await backend.migrations.save_step(MigrationStep(batch_id="batch-2", index=0, rows=[_row(9)]), None)
-    expected = MigrationTally(steps=5, open=3, confirmed=1, failed=1, imported=3, skipped=1, import_failed=1)
+    expected = MigrationTally(
+        steps=5, open=3, imported_steps=1, confirmed=1, failed=1, imported=3, skipped=1, import_failed=1
+    )
     assert await backend.migrations.tally("batch-1") == expected
     assert await backend.migrations.tally("batch-1") == MigrationTally.of(steps)
     assert await backend.migrations.tally("nope") == MigrationTally()
