@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from exporter.errors import InvalidInput
 from exporter.intake import parse_id_lines
-from exporter.routes import RegionRoute, check_endpoint
+from exporter.routes import OnConflict, RegionRoute, check_endpoint
 from exporter.rules import MAX_JOB_ID
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "OBS_PLACEHOLDERS",
     "CampaignError",
     "CampaignSpec",
+    "ImportToSpec",
     "Problems",
     "RegionSpec",
     "TargetSpec",
@@ -109,15 +110,11 @@ def placeholders(template: str, known: Collection[str], what: str) -> set[str]:
         parsed = list(Formatter().parse(template))
     except ValueError as error:
         raise ValueError(f"malformed placeholder in {what} {template!r}: {error} ({_known(known)})") from None
-    names = set()
     for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in known or spec or conversion:
+        if name is not None and (name not in known or spec or conversion):
             written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
             raise ValueError(f"unknown placeholder {{{written}}} in {what} ({_known(known)})")
-        names.add(name)
-    return names
+    return {name for _, name, _, _ in parsed if name is not None}
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
@@ -159,9 +156,19 @@ def region_route(
                 problems.add(f"regions.{name}.{key}", str(error))
             else:
                 problems.add(f"regions.{name}", f"cannot derive endpoints: {error}")
-    if len(endpoints) < len(templates):
-        return None
-    return RegionRoute(name=name, rate_limit=region.rate_limit, **endpoints)
+    complete = len(endpoints) == len(templates)
+    return RegionRoute(name=name, rate_limit=region.rate_limit, **endpoints) if complete else None
+
+
+class ImportToSpec(BaseModel):
+    """`[targets.import_to]`: the project the target's verified ZIPs are imported into (a migration)."""
+
+    model_config = _MODEL
+
+    region: str | None = None  # None: the target's own region
+    project_id: str
+    obs_dir: str | None = None  # None: the ZIPs are read where they were exported
+    on_conflict: Annotated[OnConflict, Field(strict=False)] = OnConflict.SKIP  # TOML has no enums
 
 
 class TargetSpec(BaseModel):
@@ -182,6 +189,7 @@ class TargetSpec(BaseModel):
     tags: list[str] | None = None
     obs_dir: str | None = None
     chunk_size: ChunkSize | None = None
+    import_to: ImportToSpec | None = None
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -214,20 +222,16 @@ def _location(loc: tuple[int | str, ...]) -> str:
     """`('targets', 2, 'job_ids', 0)` as `targets[2].job_ids[0]`, the way the file is read."""
     text = ""
     for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
     return text
 
 
 def _known_keys(parent: tuple[int | str, ...]) -> str:
     """The keys allowed where an unknown one was found, so the misspelling is easy to fix."""
+    tables = {"targets": TargetSpec, "regions": RegionSpec, "import_to": ImportToSpec}
     model: type[BaseModel] = CampaignSpec
-    if parent and parent[0] == "targets":
-        model = TargetSpec
-    elif parent and parent[0] == "regions":
-        model = RegionSpec
+    for part in parent[::2]:  # ("targets", 0, "import_to") or ("regions", NAME): every other part is a table
+        model = tables.get(str(part), model)
     return ", ".join(model.model_fields)
 
 
@@ -240,9 +244,8 @@ def _describe(item: ErrorDetails) -> str:
 def campaign_from_json(data: object, source: str = "campaign") -> CampaignSpec:
     """Validate parsed data (a TOML document or a JSON body) into a CampaignSpec, or raise every problem."""
     if not isinstance(data, dict):
-        raise CampaignError(
-            [problem(source, "", f"must be an object of campaign keys, not {type(data).__name__}")]
-        )
+        message = f"must be an object of campaign keys, not {type(data).__name__}"
+        raise CampaignError([problem(source, "", message)])
     try:
         return CampaignSpec.model_validate(data)
     except ValidationError as error:

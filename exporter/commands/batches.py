@@ -11,7 +11,7 @@ from rich.console import Console
 from exporter.app import Stores, open_stores
 from exporter.commands.common import command_settings, require_batch, run_command
 from exporter.errors import InvalidInput
-from exporter.migration.report import CSV_HEADER, csv_line, job_map_dicts, migration_totals
+from exporter.migration.report import CSV_HEADER, csv_line, job_map_dicts, migration_header, migration_totals
 from exporter.models import BatchInfo
 from exporter.progress import batch_lines, follow_progress, print_batches
 from exporter.report import report_rows, stream_report
@@ -60,7 +60,22 @@ async def _one(
             lambda: stores.ledger.get_batch(batch_id), console=Console(), deadline_seconds=deadline_seconds
         )
         info = followed or info
-    click.echo("\n".join(batch_lines(info, time.time())))
+    lines = batch_lines(info, time.time())
+    if info.migration is not None:
+        lines.append(await _migration_line(stores, info))
+    click.echo("\n".join(lines))
+
+
+async def _migration_line(stores: Stores, info: BatchInfo) -> str:
+    """Import progress: where to, how many jobs imported, skipped, failed, and the chunks still open."""
+    header = migration_header(info) or {}
+    tally = await stores.migrations.tally(info.batch_id)
+    left = max(0, info.totals.chunks_verified - tally.confirmed - tally.failed)
+    where = f"{header.get('to_project')}" + (f" in {header['to_region']}" if header.get("to_region") else "")
+    return (
+        f"  migration to {where} ({header.get('on_conflict')}): {tally.imported} imported, "
+        f"{tally.skipped} skipped, {tally.import_failed} failed; {left} chunks still to import"
+    )
 
 
 async def _overview(stores: Stores, campaign: str | None, *, as_json: bool) -> None:

@@ -4,8 +4,11 @@ that appear because of us are ours, even when DLI's answer to the import that ma
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import run_cli
+from support import CLI, run_cli
 
 from exporter.devstack import local_stack, settings_env
 from exporter.simulator.jobs import job_name
@@ -22,7 +25,13 @@ pytestmark = [pytest.mark.slow]
 
 TARGET = "7a" * 16
 EXISTING = (3, 4)  # the target holds jobs of these names before the migration
-FAST = {"poll_interval": 0.05, "verify_grace_seconds": 5, "retry_initial_backoff": 0.02, "chunk_size": 5}
+FAST = {
+    "poll_interval": 0.05,
+    "verify_grace_seconds": 5,
+    "retry_initial_backoff": 0.02,
+    "chunk_size": 5,
+    "lease_seconds": 3,
+}
 
 
 @pytest.fixture
@@ -95,6 +104,8 @@ async def test_skip_imports_new_names_and_leaves_the_existing_ones(migration: An
     table = list(csv.DictReader(io.StringIO(job_map)))
     assert list(table[0]) == ["old_job_id", "new_job_id", "state", "remark"] and len(table) == 20
     assert {r["state"] for r in table} == {"imported", "skipped"}
+    status = await run_cli(env, "status", "m-skip")
+    assert "18 imported, 2 skipped, 0 failed; 0 chunks still to import" in status.out
 
 
 async def test_overwrite_keeps_the_existing_ids_and_imports_the_rest(migration: Any) -> None:
@@ -119,3 +130,38 @@ async def test_lost_import_answers_never_turn_our_imports_into_conflicts(migrati
     for old, row in rows.items():
         assert row["new_job_id"] == held[job_name(old)], old
     assert len(held) == 20  # 2 that were there and 18 of ours: none twice
+
+
+@pytest.mark.parametrize("migration", [{"latency_ms": 40}], indirect=True)
+async def test_kill_9_during_the_imports_costs_only_a_retry(migration: Any) -> None:
+    """A worker killed mid-migration: the next one copies and imports what is left; no job is imported
+    twice (the target holds each name once), and every row has the ID the target really holds."""
+    env = settings_env(migration.settings)
+    ids = ",".join(map(str, range(1, 61)))
+    args = ("--from-project", migration.settings.project_id, "--to-project", TARGET, "--obs-dir")
+    submitted = await run_cli(
+        env, "migrate", *args, f"{migration.bucket}/e", "--job-ids", ids, "--batch-id", "m-kill"
+    )
+    assert submitted.code == 0, submitted.err
+    first = await asyncio.create_subprocess_exec(
+        *CLI,
+        "work",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while migration.simulator.stats()["imports"] < 3:
+        assert loop.time() < deadline, "the migration never got to its imports"
+        await asyncio.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    worked = await run_cli(env, "work", "--until-empty", limit_s=120)
+    assert worked.code == 0, worked.err[-2000:]
+    report = (await run_cli(env, "report", "m-kill", "--json")).json()
+    rows, held = rows_by_old(report), await target_jobs(migration)
+    assert report["state"] == "completed" and len(rows) == 60
+    assert {old for old, row in rows.items() if row["state"] == "skipped"} == set(EXISTING)
+    assert all(row["new_job_id"] == held[job_name(old)] for old, row in rows.items())
+    assert len(held) == 60 and migration.simulator.stats()["jobs_created"] == 58
