@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from exporter.migration.report import migration_header
+from exporter.migration.report import JobMaps, migration_header
 from exporter.models import BatchInfo, ChunkRecord, ChunkState, ErrorInfo, Segment
 from exporter.ports import ReportFile
 
@@ -85,10 +85,21 @@ def _row(
     }
 
 
-async def report_rows(chunks: AsyncIterator[ChunkRecord]) -> AsyncIterator[str]:
-    """Each row of `chunks[]` as compact JSON, in chunk order (also the manifest's lines)."""
+async def report_rows(chunks: AsyncIterator[ChunkRecord], maps: JobMaps | None = None) -> AsyncIterator[str]:
+    """Each row of `chunks[]` as compact JSON, in chunk order (also the manifest's lines); a migration's
+    rows carry their jobs' `job_map` (old and new IDs), merged from the steps in the same order."""
+    steps = maps.by_chunk() if maps is not None else None
+    pending: tuple[int, list[dict[str, Any]]] | None = None
     async for chunk in chunks:
+        while steps is not None and (pending is None or pending[0] < chunk.index):
+            pending = await anext(steps, None)
+            if pending is None:
+                steps = None
+        mapped = pending[1] if pending is not None and pending[0] == chunk.index else None
         for row in chunk_rows(chunk):
+            if maps is not None:
+                ids = set(row["job_ids"])
+                row["job_map"] = [m for m in mapped or [] if m["old_job_id"] in ids]
             yield json.dumps(row, separators=(",", ":"))
 
 
@@ -97,14 +108,14 @@ def _report_opening(info: BatchInfo, extra_totals: dict[str, int] | None = None)
     return header[:-1] + ',"chunks":['
 
 
-async def _job_map_tail(job_map: AsyncIterator[dict[str, Any]] | None) -> AsyncIterator[str]:
+async def _job_map_tail(maps: JobMaps | None) -> AsyncIterator[str]:
     """`],"job_map":[...]}` after the chunks of a migration's report, else just the closing."""
-    if job_map is None:
+    if maps is None:
         yield "]}\n"
         return
     yield '],"job_map":['
     separator = ""
-    async for row in job_map:
+    async for row in maps.rows():
         yield separator + json.dumps(row, separators=(",", ":"))
         separator = ","
     yield "]}\n"
@@ -113,13 +124,13 @@ async def _job_map_tail(job_map: AsyncIterator[dict[str, Any]] | None) -> AsyncI
 async def stream_report(
     info: BatchInfo,
     chunks: AsyncIterator[ChunkRecord],
-    job_map: AsyncIterator[dict[str, Any]] | None = None,
+    job_map: JobMaps | None = None,
     extra_totals: dict[str, int] | None = None,
 ) -> AsyncIterator[str]:
     """The JSON report as text pieces: header, then `chunks[]` one row at a time (then `job_map[]`)."""
     yield _report_opening(info, extra_totals)
     separator = ""
-    async for row in report_rows(chunks):
+    async for row in report_rows(chunks, job_map):
         yield separator + row
         separator = ","
     async for piece in _job_map_tail(job_map):
@@ -160,7 +171,7 @@ async def write_report_files(
     directory: Path,
     info: BatchInfo,
     chunks: AsyncIterator[ChunkRecord],
-    job_map: AsyncIterator[dict[str, Any]] | None = None,
+    job_map: JobMaps | None = None,
     extra_totals: dict[str, int] | None = None,
 ) -> ReportPaths:
     """Write `<batch>.json` and `<batch>.jsonl` atomically; file I/O runs in a thread, in slices."""
@@ -172,7 +183,7 @@ async def write_report_files(
         manifest: list[str] = []
         pending = 0
         separator = ""
-        async for row in report_rows(chunks):
+        async for row in report_rows(chunks, job_map):
             report.append(separator + row)
             manifest.append(row + "\n")
             separator = ","
@@ -204,7 +215,7 @@ class LocalReportWriter:
         self,
         info: BatchInfo,
         chunks: AsyncIterator[ChunkRecord],
-        job_map: AsyncIterator[dict[str, Any]] | None = None,
+        job_map: JobMaps | None = None,
         totals: dict[str, int] | None = None,
     ) -> list[ReportFile]:
         paths = await write_report_files(self._directory, info, chunks, job_map, totals)

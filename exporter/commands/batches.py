@@ -11,7 +11,14 @@ from rich.console import Console
 from exporter.app import Stores, open_stores
 from exporter.commands.common import command_settings, require_batch, run_command
 from exporter.errors import InvalidInput
-from exporter.migration.report import CSV_HEADER, csv_line, job_map_dicts, migration_header, migration_totals
+from exporter.migration.report import (
+    CSV_HEADER,
+    JobMaps,
+    csv_line,
+    job_map_dicts,
+    migration_header,
+    migration_totals,
+)
 from exporter.models import BatchInfo
 from exporter.progress import batch_lines, follow_progress, print_batches
 from exporter.report import report_rows, stream_report
@@ -108,7 +115,8 @@ def report(ctx: click.Context, batch_id: str, fmt: str) -> None:
             info = await require_batch(stores.ledger, batch_id, settings)
             chunks = stores.ledger.chunks(batch_id)
             if fmt == "jsonl":
-                async for row in report_rows(chunks):
+                maps = JobMaps(stores.migrations, batch_id) if info.migration is not None else None
+                async for row in report_rows(chunks, maps):
                     click.echo(row)
             elif fmt == "job-map":
                 await _print_job_map(stores, info)
@@ -122,7 +130,7 @@ async def _print_report(stores: Stores, info: BatchInfo) -> None:
     chunks = stores.ledger.chunks(info.batch_id)
     job_map = totals = None
     if info.migration is not None:
-        job_map = job_map_dicts(stores.migrations, info.batch_id)
+        job_map = JobMaps(stores.migrations, info.batch_id)
         totals = await migration_totals(stores.migrations, info.batch_id)
     async for piece in stream_report(info, chunks, job_map, totals):
         click.echo(piece, nl=False)

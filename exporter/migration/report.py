@@ -15,7 +15,7 @@ from typing import Any
 from exporter.migration.ports import MigrationLedger
 from exporter.models import BatchInfo
 
-__all__ = ["CSV_HEADER", "csv_line", "job_map_dicts", "migration_header", "migration_totals"]
+__all__ = ["CSV_HEADER", "JobMaps", "csv_line", "job_map_dicts", "migration_header", "migration_totals"]
 
 CSV_HEADER = ("old_job_id", "new_job_id", "state", "remark")
 
@@ -43,6 +43,30 @@ async def job_map_dicts(migrations: MigrationLedger, batch_id: str) -> AsyncIter
                 "remark": row.remark,
                 "error": row.error.model_dump() if row.error else None,
             }
+
+
+class JobMaps:
+    """A migration batch's job map, read as often as a report needs it: flat, or chunk by chunk."""
+
+    __slots__ = ("_batch_id", "_migrations")
+
+    def __init__(self, migrations: MigrationLedger, batch_id: str) -> None:
+        self._migrations = migrations
+        self._batch_id = batch_id
+
+    def rows(self) -> AsyncIterator[dict[str, Any]]:
+        return job_map_dicts(self._migrations, self._batch_id)
+
+    async def by_chunk(self) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+        """(chunk index, its jobs' {old_job_id, new_job_id, state}), in chunk order: the manifest's."""
+        async for step in self._migrations.steps(self._batch_id):
+            yield (
+                step.index,
+                [
+                    {"old_job_id": r.old_job_id, "new_job_id": r.new_job_id, "state": r.state}
+                    for r in step.rows
+                ],
+            )
 
 
 async def migration_totals(migrations: MigrationLedger, batch_id: str) -> dict[str, int]:

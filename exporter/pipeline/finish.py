@@ -10,7 +10,7 @@ import structlog
 
 from exporter.errors import DliError
 from exporter.migration.ports import MigrationLedger
-from exporter.migration.report import job_map_dicts, migration_totals
+from exporter.migration.report import JobMaps, migration_totals
 from exporter.models import BatchInfo, BatchRequest, BatchState, ErrorInfo, split_obs_path
 from exporter.pipeline.planning import new_batch_info, require_batch
 from exporter.ports import BatchResult, Clock, Ledger, ObjectStore, ReportFile, ReportWriter
@@ -77,7 +77,7 @@ class Finisher:
     async def _publish(self, info: BatchInfo) -> list[ReportFile]:
         chunks = self._ledger.chunks(info.batch_id)
         if info.migration is not None and self._migrations is not None:
-            job_map = job_map_dicts(self._migrations, info.batch_id)
+            job_map = JobMaps(self._migrations, info.batch_id)
             totals = await migration_totals(self._migrations, info.batch_id)
             files = await self._reports.write(info, chunks, job_map, totals)
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import signal
 import uuid
@@ -104,6 +105,14 @@ async def test_skip_imports_new_names_and_leaves_the_existing_ones(migration: An
     table = list(csv.DictReader(io.StringIO(job_map)))
     assert list(table[0]) == ["old_job_id", "new_job_id", "state", "remark"] and len(table) == 20
     assert {r["state"] for r in table} == {"imported", "skipped"}
+    manifest = [
+        json.loads(line) for line in (await run_cli(env, "report", "m-skip", "--jsonl")).out.splitlines()
+    ]
+    assert [m["new_job_id"] for row in manifest for m in row["job_map"]] == [
+        rows[i]["new_job_id"] for i in range(1, 21)
+    ]
+    written = (migration.settings.report_dir / "m-skip.json").read_text()
+    assert json.loads(written)["totals"]["imported"] == 18
     status = await run_cli(env, "status", "m-skip")
     assert "18 imported, 2 skipped, 0 failed; 0 chunks still to import" in status.out
 
