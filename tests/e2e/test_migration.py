@@ -59,8 +59,8 @@ async def target_jobs(stack: Any) -> dict[str, int]:
     return jobs
 
 
-async def migrate_and_work(stack: Any, batch_id: str, *extra: str) -> dict[str, Any]:
-    env = settings_env(stack.settings)
+async def migrate_and_work(stack: Any, batch_id: str, *extra: str, settings: Any = None) -> dict[str, Any]:
+    env = settings_env(settings or stack.settings)
     submitted = await run_cli(
         env,
         "migrate",
@@ -174,3 +174,24 @@ async def test_kill_9_during_the_imports_costs_only_a_retry(migration: Any) -> N
     assert {old for old, row in rows.items() if row["state"] == "skipped"} == set(EXISTING)
     assert all(row["new_job_id"] == held[job_name(old)] for old, row in rows.items())
     assert len(held) == 60 and migration.simulator.stats()["jobs_created"] == 58
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("migration", [{"p_import_lost": 0.5}], indirect=True)
+async def test_lost_import_answers_on_redis(migration: Any) -> None:
+    """The same on the distributed backend: steps and the snapshot in Redis, the batch run by `work`."""
+    prefix = f"test-migration-{uuid.uuid4().hex[:8]}"
+    settings = migration.settings.model_copy(
+        update={"queue_url": "redis://127.0.0.1:6379/15", "redis_key_prefix": prefix}
+    )
+    try:
+        report = await migrate_and_work(migration, "m-redis", settings=settings)
+    finally:
+        from exporter.adapters.redis import open_redis
+
+        async with open_redis(settings.queue_url, key_prefix=prefix, consumer_group="exporters") as backend:
+            await backend.purge()
+    rows, held = rows_by_old(report), await target_jobs(migration)
+    assert report["totals"]["imported"] == 18 and report["totals"]["skipped"] == 2
+    assert all(row["new_job_id"] == held[job_name(old)] for old, row in rows.items())
+    assert len(held) == 20
