@@ -9,27 +9,26 @@ a campaign never starts half-submitted because one of forty targets had a typo.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.campaign.destinations import campaign_routes, plan_destination, regions_in_use
 from exporter.campaign.spec import (
     OBS_PLACEHOLDERS,
     CampaignError,
     CampaignSpec,
     Problems,
-    RegionSpec,
     TargetSpec,
     placeholders,
     read_ids_file,
-    region_route,
     render,
 )
 from exporter.errors import InvalidInput
 from exporter.intake import FILTER_FLAGS, build_request, parse_tags
 from exporter.models import BatchRequest, ListFilters
-from exporter.routes import REGION_NAME, RegionRoute, check_region_name
+from exporter.routes import RegionRoute, check_region_name
 from exporter.rules import check_obs_dir, check_project_id
 
 __all__ = ["CAMPAIGN_ID", "OBS_PLACEHOLDERS", "CampaignPlan", "PlanDefaults", "plan_campaign"]
@@ -85,27 +84,6 @@ def _campaign_id(candidate: str | None, problems: Problems) -> str:
         problems.add("campaign_id", f"{candidate!r} must be {rule}")
         return _STAND_IN_ID
     return candidate
-
-
-def _routes(
-    spec: CampaignSpec, used: Iterable[str], defaults: PlanDefaults, problems: Problems
-) -> dict[str, RegionRoute | None]:
-    """A route for every declared region and every valid region name a target uses."""
-    routes: dict[str, RegionRoute | None] = {}
-    for name in [*spec.regions, *used]:
-        if name in routes:
-            continue
-        try:
-            check_region_name(name)
-        except ValueError as error:
-            problems.add(f"regions.{name}", str(error))
-            continue
-        templates = {
-            "dli_endpoint": defaults.dli_endpoint_template,
-            "obs_endpoint": defaults.obs_endpoint_template,
-        }
-        routes[name] = region_route(name, spec.regions.get(name, RegionSpec()), templates, problems)
-    return routes
 
 
 def _targets(spec: CampaignSpec, discovered: Sequence[tuple[str, str]]) -> list[tuple[str, TargetSpec]]:
@@ -217,7 +195,10 @@ def _plan_target(label: str, target: TargetSpec, ctx: _Context, problems: Proble
     route = ctx.routes.get(target.region) if target.region is not None else None
     selection = _selection(label, target, ctx, problems)
     obs_dir = _obs_dir(label, target, ctx, problems) if valid else None
-    if selection is None or obs_dir is None or (target.region is not None and route is None):
+    migration = plan_destination(label, target, ctx.campaign_id, ctx.routes, problems)
+    if selection is None or obs_dir is None or (target.import_to is not None and migration is None):
+        return None
+    if target.region is not None and route is None:
         return None  # a region without a route was reported under regions.NAME
     batch_id = f"{ctx.campaign_id}.{target.region or 'default'}.{target.project_id}"
     if len(batch_id) > _MAX_BATCH_ID:
@@ -231,6 +212,7 @@ def _plan_target(label: str, target: TargetSpec, ctx: _Context, problems: Proble
         "chunk_size": next(s for s in sizes if s is not None),
         "campaign": ctx.campaign_id,
         "region": route,
+        "migration": migration,
     }
     try:
         return build_request(data, max_jobs=ctx.defaults.max_jobs)
@@ -284,11 +266,9 @@ def plan_campaign(
     labelled = _targets(spec, discovered)
     if not labelled:
         problems.add("targets", "no targets: add a [[targets]] table, or discover projects")
-    used = [t.region for _, t in labelled if t.region is not None and REGION_NAME.fullmatch(t.region)]
-    routes = _routes(spec, used, defaults, problems)
+    routes = campaign_routes(spec, labelled, defaults, problems)
     ctx = _Context(cid, spec, routes, base_dir, defaults)
     requests = _plan_targets(labelled, ctx, problems)
     if problems.items:
         raise CampaignError(problems.items)
-    in_use = {r.region.name: r.region for r in requests if r.region is not None}
-    return CampaignPlan(campaign_id=cid, requests=requests, regions=in_use)
+    return CampaignPlan(campaign_id=cid, requests=requests, regions=regions_in_use(requests))

@@ -228,10 +228,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _known_keys(parent: tuple[int | str, ...]) -> str:
     """The keys allowed where an unknown one was found, so the misspelling is easy to fix."""
-    tables = {"targets": TargetSpec, "regions": RegionSpec, "import_to": ImportToSpec}
-    model: type[BaseModel] = CampaignSpec
-    for part in parent[::2]:  # ("targets", 0, "import_to") or ("regions", NAME): every other part is a table
-        model = tables.get(str(part), model)
+    model: type[BaseModel] = RegionSpec if parent[:1] == ("regions",) else CampaignSpec
+    if parent[:1] == ("targets",):  # ("targets", 2) or ("targets", 2, "import_to")
+        model = ImportToSpec if parent[2:3] == ("import_to",) else TargetSpec
     return ", ".join(model.model_fields)
 
 

@@ -490,7 +490,7 @@ def test_unknown_keys_and_wrong_types_are_all_reported(tmp_path: Path) -> None:
     problems = load_problems(write(tmp_path, text))
     target_keys = (
         "region, project_id, job_ids, job_ids_file, all, status, job_type, queue_name, name, user_name, "
-        "tags, obs_dir, chunk_size"
+        "tags, obs_dir, chunk_size, import_to"
     )
     assert problems == [
         "chunk_size: Input should be less than or equal to 1000",
