@@ -195,3 +195,53 @@ async def test_lost_import_answers_on_redis(migration: Any) -> None:
     assert report["totals"]["imported"] == 18 and report["totals"]["skipped"] == 2
     assert all(row["new_job_id"] == held[job_name(old)] for old, row in rows.items())
     assert len(held) == 20
+
+
+async def test_cross_region_migration_from_a_campaign_copies_the_zips_first(
+    s3_server: str, tmp_path: Path
+) -> None:
+    """A campaign target exported in region-a and imported into region-b, whose DLI reads only its own
+    bucket: the ZIPs are streamed into that bucket (the regions' OBS endpoints differ), then imported."""
+    from exporter.devstack import RegionSim, create_bucket, local_regions
+
+    source, target_bucket = "5a" * 16, f"b-{uuid.uuid4().hex[:12]}"
+    sims = {
+        "region-a": RegionSim(projects=(source,), rate_limit=50),
+        "region-b": RegionSim(
+            projects=("5b" * 16,), target_projects=(TARGET,), readable_buckets=(target_bucket,)
+        ),
+    }
+    async with local_regions(
+        workdir=tmp_path, regions=sims, s3_endpoint=s3_server, bucket=f"a-{uuid.uuid4().hex[:12]}", **FAST
+    ) as stack:
+        await create_bucket(s3_server, target_bucket)
+        other_obs = s3_server.replace("127.0.0.1", "localhost")  # another endpoint: a streamed copy
+        path = tmp_path / "move.toml"
+        path.write_text(
+            f'campaign_id = "move"\nobs_dir = "{stack.bucket}/{{campaign_id}}/{{region}}"\n'
+            f'[regions.region-a]\ndli_endpoint = "{stack.simulators["region-a"].url}"\n'
+            f'obs_endpoint = "{s3_server}"\n'
+            f'[regions.region-b]\ndli_endpoint = "{stack.simulators["region-b"].url}"\n'
+            f'obs_endpoint = "{other_obs}"\n'
+            f'[[targets]]\nregion = "region-a"\nproject_id = "{source}"\njob_ids = {list(range(1, 31))}\n'
+            f'[targets.import_to]\nregion = "region-b"\nproject_id = "{TARGET}"\n'
+            f'obs_dir = "{target_bucket}/imported"\n'
+        )
+        env = settings_env(stack.settings)
+        batch_ids = (await run_cli(env, "campaign", "submit", str(path), "--json")).json()["batch_ids"]
+        worked = await run_cli(env, "work", "--until-empty", limit_s=120)
+        assert worked.code == 0, worked.err[-2000:]
+        assert "chunk.copied" in worked.err + worked.out  # the copy stage ran before the imports
+        report = (await run_cli(env, "report", batch_ids[0], "--json")).json()
+        async with aiohttp.ClientSession() as session:
+            url = f"{stack.simulators['region-b'].url}/_sim/projects/{TARGET}/jobs"
+            async with session.get(url) as response:
+                held = (await response.json())["jobs"]
+    assert report["migration"] == {
+        "to_project": TARGET,
+        "to_region": "region-b",
+        "to_obs_dir": f"{target_bucket}/imported",
+        "on_conflict": "skip",
+    }
+    assert report["totals"]["imported"] == 30 and len(held) == 30
+    assert all(row["new_job_id"] == held[job_name(row["old_job_id"])] for row in report["job_map"])
