@@ -12,6 +12,8 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import aiohttp
 import pytest
 from support import CLI, run_cli
 
-from exporter.devstack import local_stack, settings_env
+from exporter.devstack import RegionSim, create_bucket, local_regions, local_stack, settings_env
 from exporter.simulator.jobs import job_name
 
 pytestmark = [pytest.mark.slow]
@@ -197,25 +199,40 @@ async def test_lost_import_answers_on_redis(migration: Any) -> None:
     assert len(held) == 20
 
 
-async def test_cross_region_migration_from_a_campaign_copies_the_zips_first(
-    s3_server: str, tmp_path: Path
-) -> None:
-    """A campaign target exported in region-a and imported into region-b, whose DLI reads only its own
-    bucket: the ZIPs are streamed into that bucket (the regions' OBS endpoints differ), then imported."""
-    from exporter.devstack import RegionSim, create_bucket, local_regions
+@dataclass
+class CrossRegion:
+    stack: Any
+    campaign: Path
+    target_bucket: str
 
+    async def held(self) -> dict[str, int]:
+        url = f"{self.stack.simulators['region-b'].url}/_sim/projects/{TARGET}/jobs"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            jobs: dict[str, int] = (await response.json())["jobs"]
+        return jobs
+
+
+@asynccontextmanager
+async def cross_region(
+    s3_server: str, tmp_path: Path, jobs: int, b_faults: dict[str, Any]
+) -> AsyncIterator[CrossRegion]:
+    """region-a exports; region-b imports and its DLI reads only its own bucket, behind another OBS
+    endpoint (the same S3 server under another host name), so the ZIPs are streamed across."""
     source, target_bucket = "5a" * 16, f"b-{uuid.uuid4().hex[:12]}"
     sims = {
         "region-a": RegionSim(projects=(source,), rate_limit=50),
         "region-b": RegionSim(
-            projects=("5b" * 16,), target_projects=(TARGET,), readable_buckets=(target_bucket,)
+            projects=("5b" * 16,),
+            target_projects=(TARGET,),
+            readable_buckets=(target_bucket,),
+            faults=b_faults,
         ),
     }
     async with local_regions(
         workdir=tmp_path, regions=sims, s3_endpoint=s3_server, bucket=f"a-{uuid.uuid4().hex[:12]}", **FAST
     ) as stack:
         await create_bucket(s3_server, target_bucket)
-        other_obs = s3_server.replace("127.0.0.1", "localhost")  # another endpoint: a streamed copy
+        other_obs = s3_server.replace("127.0.0.1", "localhost")
         path = tmp_path / "move.toml"
         path.write_text(
             f'campaign_id = "move"\nobs_dir = "{stack.bucket}/{{campaign_id}}/{{region}}"\n'
@@ -223,25 +240,62 @@ async def test_cross_region_migration_from_a_campaign_copies_the_zips_first(
             f'obs_endpoint = "{s3_server}"\n'
             f'[regions.region-b]\ndli_endpoint = "{stack.simulators["region-b"].url}"\n'
             f'obs_endpoint = "{other_obs}"\n'
-            f'[[targets]]\nregion = "region-a"\nproject_id = "{source}"\njob_ids = {list(range(1, 31))}\n'
+            f'[[targets]]\nregion = "region-a"\nproject_id = "{source}"\n'
+            f"job_ids = {list(range(1, jobs + 1))}\n"
             f'[targets.import_to]\nregion = "region-b"\nproject_id = "{TARGET}"\n'
             f'obs_dir = "{target_bucket}/imported"\n'
         )
-        env = settings_env(stack.settings)
-        batch_ids = (await run_cli(env, "campaign", "submit", str(path), "--json")).json()["batch_ids"]
+        yield CrossRegion(stack, path, target_bucket)
+
+
+async def test_cross_region_migration_from_a_campaign_copies_the_zips_first(
+    s3_server: str, tmp_path: Path
+) -> None:
+    """A campaign target exported in region-a and imported into region-b: ZIPs copied, then imported."""
+    async with cross_region(s3_server, tmp_path, 30, {}) as move:
+        env = settings_env(move.stack.settings)
+        batch_ids = (await run_cli(env, "campaign", "submit", str(move.campaign), "--json")).json()[
+            "batch_ids"
+        ]
         worked = await run_cli(env, "work", "--until-empty", limit_s=120)
         assert worked.code == 0, worked.err[-2000:]
         assert "chunk.copied" in worked.err + worked.out  # the copy stage ran before the imports
         report = (await run_cli(env, "report", batch_ids[0], "--json")).json()
-        async with aiohttp.ClientSession() as session:
-            url = f"{stack.simulators['region-b'].url}/_sim/projects/{TARGET}/jobs"
-            async with session.get(url) as response:
-                held = (await response.json())["jobs"]
+        held = await move.held()
     assert report["migration"] == {
         "to_project": TARGET,
         "to_region": "region-b",
-        "to_obs_dir": f"{target_bucket}/imported",
+        "to_obs_dir": f"{move.target_bucket}/imported",
         "on_conflict": "skip",
     }
     assert report["totals"]["imported"] == 30 and len(held) == 30
+    assert all(row["new_job_id"] == held[job_name(row["old_job_id"])] for row in report["job_map"])
+
+
+async def test_kill_9_during_the_copies_costs_only_a_retry(s3_server: str, tmp_path: Path) -> None:
+    """The worker is killed once ZIPs are being copied and before any import (region-b's DLI answers
+    slowly, so the snapshot listing holds the imports back): the next worker finishes the migration."""
+    async with cross_region(s3_server, tmp_path, 60, {"latency_ms": 400}) as move:
+        env = settings_env(move.stack.settings)
+        batch_ids = (await run_cli(env, "campaign", "submit", str(move.campaign), "--json")).json()[
+            "batch_ids"
+        ]
+        first = await asyncio.create_subprocess_exec(
+            *CLI,
+            "work",
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert first.stdout is not None
+        while b"chunk.copied" not in await asyncio.wait_for(first.stdout.readline(), 60):
+            pass
+        assert move.stack.simulators["region-b"].stats()["imports"] == 0
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        worked = await run_cli(env, "work", "--until-empty", limit_s=120)
+        assert worked.code == 0, worked.err[-2000:]
+        report = (await run_cli(env, "report", batch_ids[0], "--json")).json()
+        held = await move.held()
+    assert report["totals"]["imported"] == 60 and len(held) == 60
     assert all(row["new_job_id"] == held[job_name(row["old_job_id"])] for row in report["job_map"])
