@@ -36,7 +36,7 @@ from exporter.migration.ports import MigrationLedger
 from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
 from exporter.pipeline.campaigns import CampaignCloser
-from exporter.ports import BatchQueue, Ledger, RateLimiter
+from exporter.ports import BatchQueue, Clock, Ledger, RateLimiter
 from exporter.regions import RegionDirectory, limiter_scope
 from exporter.report import LocalReportWriter
 from exporter.settings import Settings
@@ -158,28 +158,12 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
     """Build every adapter the daemon needs; close them in reverse order on exit."""
     settings.require("dli_endpoint")
     settings.require_credentials()
-    assert settings.dli_endpoint is not None  # noqa: S101 - require() checked it
     clock = SystemClock()
     owner = consumer or consumer_name()
     async with AsyncExitStack() as stack:
         stores = await stack.enter_async_context(open_stores(settings))
-        session = await stack.enter_async_context(create_session(session_options(settings)))
-        store = await stack.enter_async_context(open_object_store(s3_options(settings)))
-
-        def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliClient:
-            limiter = stores.limiter_for(rate_limit or 0.0, scope or limiter_scope(endpoint))
-            auth = _dli_auth(settings)
-            return DliClient(session, endpoint, auth, limiter, retry_policy(settings), clock=clock)
-
-        dli = dli_for(settings.dli_endpoint, None, None)
-        regions = RegionDirectory(
-            stack,
-            default=(settings.dli_endpoint, dli, settings.obs_endpoint, store),
-            dli_for=dli_for,
-            store_for=_store_factory(settings),
-        )
+        regions = await _open_regions(settings, stack, stores, clock)
         reports = LocalReportWriter(settings.report_dir)
-        options = pipeline_options(settings)
         closer = CampaignCloser(
             stores.campaigns,
             stores.ledger,
@@ -191,7 +175,7 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
             regions,
             stores.ledger,
             reports,
-            options,
+            pipeline_options(settings),
             owner=owner,
             clock=clock,
             campaigns=closer,
@@ -199,6 +183,27 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
         )
         worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
+
+
+async def _open_regions(
+    settings: Settings, stack: AsyncExitStack, stores: Stores, clock: Clock
+) -> RegionDirectory:
+    """The DLI session and the default DLI and OBS clients; other regions' clients open on first use."""
+    assert settings.dli_endpoint is not None  # noqa: S101 - open_runtime required it
+    session = await stack.enter_async_context(create_session(session_options(settings)))
+    store = await stack.enter_async_context(open_object_store(s3_options(settings)))
+
+    def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliClient:
+        limiter = stores.limiter_for(rate_limit or 0.0, scope or limiter_scope(endpoint))
+        return DliClient(session, endpoint, _dli_auth(settings), limiter, retry_policy(settings), clock=clock)
+
+    dli = dli_for(settings.dli_endpoint, None, None)
+    return RegionDirectory(
+        stack,
+        default=(settings.dli_endpoint, dli, settings.obs_endpoint, store),
+        dli_for=dli_for,
+        store_for=_store_factory(settings),
+    )
 
 
 def _store_factory(settings: Settings) -> Callable[[RegionRoute], AbstractAsyncContextManager[S3ObjectStore]]:

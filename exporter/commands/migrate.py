@@ -73,9 +73,7 @@ def route_of(region: str | None, settings: Settings, flag: str) -> RegionRoute |
 @click.pass_context
 def migrate(ctx: click.Context, /, as_json: bool, **flags: Any) -> None:
     """Queue one migration batch: export, verify, copy (when needed), import, confirm."""
-    chosen = (flags["job_ids"] is not None, flags["job_ids_file"] is not None, flags["select_all"])
-    if sum(chosen) != 1:
-        raise click.UsageError("give exactly one of --job-ids, --job-ids-file or --all")
+    require_one_selection(flags)
     settings = command_settings(ctx)
 
     async def go() -> dict[str, Any]:
@@ -86,6 +84,12 @@ def migrate(ctx: click.Context, /, as_json: bool, **flags: Any) -> None:
 
     result = run_command(go())
     click.echo(json.dumps(result) if as_json else _sentence(result))
+
+
+def require_one_selection(flags: dict[str, Any]) -> None:
+    chosen = (flags["job_ids"] is not None, flags["job_ids_file"] is not None, flags["select_all"])
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --job-ids, --job-ids-file or --all")
 
 
 def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -90,28 +90,6 @@ def limiter() -> RecordingLimiter:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client_session:
         yield client_session
-
-
-class _UploadDone:
-    """Stands in for the request's stream writer: the mocked request was 'sent' in full."""
-
-    output_size = 0
-
-
-class _ResponseWithStreamWriter(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
-    (pnuckowski/aioresponses#289); supply one until a fixed release is pinned."""
-
-    def __init__(self, method: str, url: yarl.URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _UploadDone())
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr("aioresponses.core.ClientResponse", _ResponseWithStreamWriter)
-    with aioresponses() as mock:
-        yield mock
 
 
 def make_client(

@@ -4,7 +4,7 @@ transport, limiter and retries; IDs as numbers or strings, and "no such job" as 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -38,28 +38,6 @@ DETAIL: dict[str, Any] = {  # the detail page's example, shortened: is_success a
     "message": "Job detail query succeeds.",
     "job_detail": {"job_id": 104, "name": "jptest", "status": "job_init", "job_type": "flink_jar_job"},
 }
-
-
-class _UploadDone:
-    """Stands in for the request's stream writer: the mocked request was 'sent' in full."""
-
-    output_size = 0
-
-
-class _ResponseWithStreamWriter(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
-    (pnuckowski/aioresponses#289); supply one until a fixed release is pinned."""
-
-    def __init__(self, method: str, url: yarl.URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _UploadDone())
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr("aioresponses.core.ClientResponse", _ResponseWithStreamWriter)
-    with aioresponses() as mock:
-        yield mock
 
 
 @pytest.fixture

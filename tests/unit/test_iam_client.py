@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,28 +18,6 @@ from exporter.iam import IamProject, discovered_targets, list_projects
 ENDPOINT = "http://127.0.0.1:18766"
 HOST = "127.0.0.1:18766"
 CREDENTIALS = Credentials(TEST_AK, TEST_SK, project_id=TEST_PROJECT)
-
-
-class _UploadDone:
-    """Stands in for the request's stream writer: the mocked request was 'sent' in full."""
-
-    output_size = 0
-
-
-class _ResponseWithStreamWriter(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
-    (pnuckowski/aioresponses#289); supply one until a fixed release is pinned."""
-
-    def __init__(self, method: str, url: yarl.URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _UploadDone())
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr("aioresponses.core.ClientResponse", _ResponseWithStreamWriter)
-    with aioresponses() as mock:
-        yield mock
 
 
 @pytest.fixture
