@@ -286,10 +286,18 @@ def _plot_campaign(result: BenchResult, path: Path) -> None:
     plot_campaign(result, path)
 
 
+def _plot_migration(result: BenchResult, path: Path) -> None:
+    """Chunks through each stage over time, and DLI calls per route; drawn by the benchmark's module."""
+    from bench.migration import plot_migration
+
+    plot_migration(result, path)
+
+
 _PLOTTERS: dict[str, Callable[[BenchResult, Path], None]] = {
     "rate_limit": _plot_rate_limit,
     "memory": _plot_memory,
     "campaign": _plot_campaign,
+    "migration": _plot_migration,
 }
 
 

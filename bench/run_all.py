@@ -16,7 +16,17 @@ import time
 from bench import report
 from bench.common import PYTHON, REPO_ROOT
 
-BENCHMARKS = ("rate_limit", "overhead", "vs_sdk", "memory", "verify", "replicas", "crash", "campaign")
+BENCHMARKS = (
+    "rate_limit",
+    "overhead",
+    "vs_sdk",
+    "memory",
+    "verify",
+    "replicas",
+    "crash",
+    "campaign",
+    "migration",
+)
 LIMIT_SECONDS = 300
 
 

@@ -111,7 +111,9 @@ class MessageHandler:
             )
             await self._park(claim, reason, "unfinished")
             return
-        log.info("batch.claimed", jobs=len(request.job_ids or ()), select_all=request.select_all)
+        log.info(
+            "batch.claimed", jobs=request.jobs or len(request.job_ids or ()), select_all=request.select_all
+        )
         try:
             result = await self._pipeline.run_batch(request)
         except Exception as error:  # noqa: BLE001 - the one place a pass ends: classified below

@@ -106,16 +106,16 @@ class MigrateStage:
 
     async def confirm(self, batch: BatchInfo, target: RegionClients) -> int:
         """Confirm every imported step of the batch against one listing of the target; steps confirmed.
-        Run by the batch's owner once no step is left to copy or import."""
+        Run by the batch's owner once no step is left to copy or import. The target's job IDs are held
+        as a set of ints; the steps are streamed and saved one at a time (their job maps are the bulk)."""
         destination = batch.migration
         if destination is None or target.importer is None:
             return 0
-        imported = [s async for s in self._migrations.steps(batch.batch_id) if s.state is StepState.IMPORTED]
-        if not imported:
-            return 0
         held = {job.job_id async for job in target.importer.list_jobs(destination.project_id)}
         confirmed = 0
-        for step in imported:
+        async for step in self._migrations.steps(batch.batch_id):
+            if step.state is not StepState.IMPORTED:
+                continue
             if await self._migrations.save_step(confirm_step(step, held, destination.project_id), step):
                 metrics.labelled(metrics.CHUNKS, "migration_confirmed").inc()
                 confirmed += 1
