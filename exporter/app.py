@@ -170,6 +170,7 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
             reports,
             upload=settings.upload_manifest,
             report_dir=str(settings.report_dir),
+            migrations=stores.migrations,
         )
         pipeline = Pipeline(
             regions,
@@ -235,6 +236,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
                 runtime.stores.ledger,
                 defaults=plan_defaults(settings),
                 report_dir=str(settings.report_dir),
+                migrations=runtime.stores.migrations,
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

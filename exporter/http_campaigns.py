@@ -19,6 +19,7 @@ from exporter.campaign.record import CampaignStore
 from exporter.campaign.submission import submit_campaign
 from exporter.campaign.views import campaign_report, load_view
 from exporter.errors import Conflict, InvalidInput, StoreUnavailable
+from exporter.migration.ports import MigrationLedger
 from exporter.ports import BatchQueue, Ledger
 
 __all__ = ["add_campaign_routes"]
@@ -29,7 +30,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class _CampaignEndpoints:
-    __slots__ = ("_campaigns", "_defaults", "_ledger", "_queue", "_report_dir")
+    __slots__ = ("_campaigns", "_defaults", "_ledger", "_migrations", "_queue", "_report_dir")
 
     def __init__(
         self,
@@ -38,7 +39,9 @@ class _CampaignEndpoints:
         ledger: Ledger,
         defaults: PlanDefaults,
         report_dir: str,
+        migrations: MigrationLedger | None = None,
     ) -> None:
+        self._migrations = migrations
         self._campaigns = campaigns
         self._queue = queue
         self._ledger = ledger
@@ -69,12 +72,12 @@ class _CampaignEndpoints:
         record = await self._campaigns.get_campaign(request.match_info["campaign_id"])
         if record is None:
             return _error(404, "no such campaign")
-        view = await load_view(record, self._ledger)
+        view = await load_view(record, self._ledger, self._migrations)
         return web.json_response(campaign_report(view, self._report_dir))
 
     async def list(self, _: web.Request) -> web.Response:
         records = await self._campaigns.list_campaigns()
-        reports = [campaign_report(await load_view(r, self._ledger)) for r in records]
+        reports = [campaign_report(await load_view(r, self._ledger, self._migrations)) for r in records]
         return web.json_response([{k: v for k, v in r.items() if k != "batches"} for r in reports])
 
 
@@ -93,8 +96,9 @@ def add_campaign_routes(
     *,
     defaults: PlanDefaults,
     report_dir: str,
+    migrations: MigrationLedger | None = None,
 ) -> None:
-    endpoints = _CampaignEndpoints(campaigns, queue, ledger, defaults, report_dir)
+    endpoints = _CampaignEndpoints(campaigns, queue, ledger, defaults, report_dir, migrations)
     app.add_routes(
         [
             web.post("/campaigns", endpoints.submit),

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.campaign.record import CampaignBatch, CampaignRecord
+from exporter.migration.models import MigrationTally
+from exporter.migration.ports import MigrationLedger
 from exporter.models import BatchInfo, BatchState, ChunkRecord, ChunkState, Segment
 from exporter.ports import Ledger
 
@@ -25,6 +27,7 @@ __all__ = [
 ]
 
 _TOTAL_FIELDS = ("jobs", "verified", "failed", "pending", "exported", "chunks")
+_IMPORT_FIELDS = ("imported", "skipped", "import_failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +36,24 @@ class CampaignView:
 
     record: CampaignRecord
     rows: list[tuple[CampaignBatch, BatchInfo | None]]
+    imports: dict[str, MigrationTally] = field(default_factory=dict)
+    """A migrating batch's import counts, by batch ID."""
 
     @property
     def infos(self) -> list[BatchInfo | None]:
         return [info for _, info in self.rows]
 
 
-async def load_view(record: CampaignRecord, ledger: Ledger) -> CampaignView:
-    return CampaignView(record, [(batch, await ledger.get_batch(batch.batch_id)) for batch in record.batches])
+async def load_view(
+    record: CampaignRecord, ledger: Ledger, migrations: MigrationLedger | None = None
+) -> CampaignView:
+    rows = [(batch, await ledger.get_batch(batch.batch_id)) for batch in record.batches]
+    imports = {}
+    if migrations is not None:
+        for _, info in rows:
+            if info is not None and info.migration is not None:
+                imports[info.batch_id] = await migrations.tally(info.batch_id)
+    return CampaignView(record, rows, imports)
 
 
 def _failed(info: BatchInfo) -> bool:
@@ -85,14 +98,23 @@ def _batch_entry(batch: CampaignBatch, info: BatchInfo | None, report_dir: str |
 
 
 def campaign_report(view: CampaignView, report_dir: str | None = None) -> dict[str, Any]:
-    """`campaign report --json` (its keys are a contract): the campaign, its totals, one entry per batch."""
+    """`campaign report --json` (its keys are a contract): the campaign, its totals, one entry per batch;
+    with migrating batches, their import counts too (`imported`, `skipped`, `import_failed`)."""
     infos = view.infos
+    totals = campaign_totals(infos)
+    batches = [_batch_entry(batch, info, report_dir) for batch, info in view.rows]
+    if view.imports:
+        for name in _IMPORT_FIELDS:
+            totals[name] = sum(getattr(tally, name) for tally in view.imports.values())
+        for entry in batches:
+            tally = view.imports.get(entry["batch_id"])
+            entry["import"] = {name: getattr(tally, name) for name in _IMPORT_FIELDS} if tally else None
     return {
         "campaign_id": view.record.campaign_id,
         "state": campaign_state(infos),
         "created_at": view.record.created_at,
-        "totals": campaign_totals(infos),
-        "batches": [_batch_entry(batch, info, report_dir) for batch, info in view.rows],
+        "totals": totals,
+        "batches": batches,
     }
 
 

@@ -118,7 +118,7 @@ def list_campaigns(ctx: click.Context, as_json: bool) -> None:
     async def go() -> list[dict[str, Any]]:
         async with open_stores(settings) as stores:
             records = await stores.campaigns.list_campaigns()
-            return [campaign_report(await load_view(r, stores.ledger)) for r in records]
+            return [campaign_report(await load_view(r, stores.ledger, stores.migrations)) for r in records]
 
     reports = run_command(go())
     if as_json:

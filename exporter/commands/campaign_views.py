@@ -23,7 +23,7 @@ async def require_view(stores: Stores, campaign_id: str, settings: Settings) -> 
     record = await stores.campaigns.get_campaign(campaign_id)
     if record is None:
         raise InvalidInput(f"no campaign {campaign_id!r} in {mask_url_password(settings.queue_url)}")
-    return await load_view(record, stores.ledger)
+    return await load_view(record, stores.ledger, stores.migrations)
 
 
 @click.command("status")

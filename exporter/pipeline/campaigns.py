@@ -15,6 +15,7 @@ import structlog
 from exporter.campaign.record import CampaignReportWriter, CampaignStore
 from exporter.campaign.views import campaign_job_lines, campaign_report, load_view
 from exporter.errors import DliError
+from exporter.migration.ports import MigrationLedger
 from exporter.models import BatchInfo, split_obs_path
 from exporter.ports import Ledger, ObjectStore
 
@@ -28,7 +29,7 @@ _DONE = {"completed", "completed_with_failures"}
 class CampaignCloser:
     """Writes a campaign's report once every one of its batches has finished."""
 
-    __slots__ = ("_campaigns", "_ledger", "_report_dir", "_upload", "_writer")
+    __slots__ = ("_campaigns", "_ledger", "_migrations", "_report_dir", "_upload", "_writer")
 
     def __init__(
         self,
@@ -38,7 +39,9 @@ class CampaignCloser:
         *,
         upload: bool,
         report_dir: str | None = None,
+        migrations: MigrationLedger | None = None,
     ) -> None:
+        self._migrations = migrations
         self._campaigns = campaigns
         self._ledger = ledger
         self._writer = writer
@@ -52,7 +55,7 @@ class CampaignCloser:
         record = await self._campaigns.get_campaign(info.campaign)
         if record is None:  # a batch labelled with --campaign, not submitted as a campaign
             return
-        view = await load_view(record, self._ledger)
+        view = await load_view(record, self._ledger, self._migrations)
         report = campaign_report(view, self._report_dir)
         if report["state"] not in _DONE:
             return

@@ -261,7 +261,9 @@ async def test_cross_region_migration_from_a_campaign_copies_the_zips_first(
         assert worked.code == 0, worked.err[-2000:]
         assert "chunk.copied" in worked.err + worked.out  # the copy stage ran before the imports
         report = (await run_cli(env, "report", batch_ids[0], "--json")).json()
+        campaign = (await run_cli(env, "campaign", "report", "move", "--json")).json()
         held = await move.held()
+    assert campaign["totals"]["imported"] == 30 and campaign["batches"][0]["import"]["imported"] == 30
     assert report["migration"] == {
         "to_project": TARGET,
         "to_region": "region-b",
