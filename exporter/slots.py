@@ -22,7 +22,7 @@ _LONGEST_DEFERRAL = 64.0
 class RegionSlots:
     """Counts this worker's running and waiting batches per region (None: the default endpoints)."""
 
-    __slots__ = ("_changed", "_per_region", "_running", "_waiting")
+    __slots__ = ("_changed", "_handed_back", "_per_region", "_running", "_waiting")
 
     def __init__(self, per_region: int) -> None:
         if per_region < 1:
@@ -31,6 +31,7 @@ class RegionSlots:
         self._running: Counter[str | None] = Counter()
         self._waiting: Counter[str | None] = Counter()
         self._changed = asyncio.Condition()
+        self._handed_back = False
 
     def __repr__(self) -> str:
         return (
@@ -51,6 +52,7 @@ class RegionSlots:
         if self.take(region):
             return True
         if self._waiting[region] >= self._per_region:
+            self._handed_back = True
             return False
         self._waiting[region] += 1
         try:
@@ -69,6 +71,12 @@ class RegionSlots:
             del self._running[region]
         async with self._changed:
             self._changed.notify_all()
+
+    def handed_back(self) -> bool:
+        """Whether a batch was handed back since the last call: the worker then waits a poll before it
+        claims again, so a deep queue of one full region is not claimed and handed back in a loop."""
+        handed_back, self._handed_back = self._handed_back, False
+        return handed_back
 
     def capacity(self) -> int:
         """How many batches the worker may hold now: `per_region` running for each region running here

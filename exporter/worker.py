@@ -75,9 +75,9 @@ class Worker:
         log.info("worker.started", consumer=self._consumer, until_empty=until_empty)
         try:
             while not self._stopping.is_set():
-                if len(self._active) >= self._slots.capacity():
-                    # A batch that fills its region's slots raises the capacity without finishing:
-                    # look again after a poll interval, not only when a batch ends.
+                if self._slots.handed_back() or len(self._active) >= self._slots.capacity():
+                    # A batch that fills its region's slots raises the capacity without finishing, and
+                    # one handed back says its region is full: look again after a poll interval.
                     await self._idle(self._options.poll_interval)
                     continue
                 claim = await self._claim()

@@ -36,6 +36,7 @@ async def test_a_full_region_lets_as_many_wait_as_run_then_hands_back() -> None:
     await asyncio.sleep(0)
     assert not waiting.done() and slots.capacity() == 3  # one running, room for another region, one waiting
     assert await slots.wait_for("a") is False  # the waiting room is full too: hand it back
+    assert slots.handed_back() is True and slots.handed_back() is False  # said once
     await slots.give_back("a")
     assert await asyncio.wait_for(waiting, 1) is True  # starts the moment the slot frees
     assert slots.capacity() == 2
