@@ -16,6 +16,7 @@ import click
 from exporter.app import open_stores
 from exporter.campaign.spec import Problems, RegionSpec, region_route
 from exporter.commands.common import command_settings, run_command
+from exporter.commands.selection import require_one_selection, selection_options
 from exporter.errors import InvalidInput
 from exporter.intake import request_from_flags
 from exporter.models import BatchRequest
@@ -48,15 +49,7 @@ def route_of(region: str | None, settings: Settings, flag: str) -> RegionRoute |
 @click.option("--from-project", "project_id", required=True, help="The project the jobs are exported from.")
 @click.option("--to-project", required=True, help="The project the jobs are imported into.")
 @click.option("--obs-dir", required=True, help="BUCKET[/PREFIX] where DLI writes the ZIPs.")
-@click.option("--job-ids", help="Comma-separated job IDs.")
-@click.option("--job-ids-file", type=click.File("r"), help="One ID per line; blank lines and # comments ok.")
-@click.option("--all", "select_all", is_flag=True, help="Every job of the source project (with filters).")
-@click.option("--status", help="With --all: only jobs in this status.")
-@click.option("--job-type", help="With --all: flink_sql_job, flink_jar_job, ...")
-@click.option("--queue-name", help="With --all: only jobs on this DLI queue.")
-@click.option("--name", help="With --all: job name contains this.")
-@click.option("--user-name", help="With --all: jobs of this user.")
-@click.option("--tags", multiple=True, help="With --all: KEY=VALUE (repeatable).")
+@selection_options
 @click.option("--from-region", help="The source project's region (endpoints from the templates).")
 @click.option("--to-region", help="The target project's region.")
 @click.option("--to-obs-dir", help="Where the target reads the ZIPs (copied there); default: --obs-dir.")
@@ -84,12 +77,6 @@ def migrate(ctx: click.Context, /, as_json: bool, **flags: Any) -> None:
 
     result = run_command(go())
     click.echo(json.dumps(result) if as_json else _sentence(result))
-
-
-def require_one_selection(flags: dict[str, Any]) -> None:
-    chosen = (flags["job_ids"] is not None, flags["job_ids_file"] is not None, flags["select_all"])
-    if sum(chosen) != 1:
-        raise click.UsageError("give exactly one of --job-ids, --job-ids-file or --all")
 
 
 def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:

@@ -9,6 +9,7 @@ import click
 
 from exporter.app import open_stores
 from exporter.commands.common import command_settings, run_command
+from exporter.commands.selection import require_one_selection, selection_options
 from exporter.intake import request_from_flags
 from exporter.models import BatchRequest
 from exporter.settings import Settings
@@ -16,21 +17,11 @@ from exporter.submission import submit_batch
 
 __all__ = ["submit"]
 
-_SELECTIONS = "--job-ids, --job-ids-file or --all"
-
 
 @click.command()
 @click.option("--project-id", help="DLI project (default EXPORTER_PROJECT_ID).")
 @click.option("--obs-dir", required=True, help="BUCKET[/PREFIX] where DLI writes the ZIPs.")
-@click.option("--job-ids", help="Comma-separated job IDs.")
-@click.option("--job-ids-file", type=click.File("r"), help="One ID per line; blank lines and # comments ok.")
-@click.option("--all", "select_all", is_flag=True, help="Every job of the project (with the filters below).")
-@click.option("--status", help="With --all: only jobs in this status (e.g. job_running).")
-@click.option("--job-type", help="With --all: flink_sql_job, flink_jar_job, ...")
-@click.option("--queue-name", help="With --all: only jobs on this DLI queue.")
-@click.option("--name", help="With --all: job name contains this.")
-@click.option("--user-name", help="With --all: jobs of this user.")
-@click.option("--tags", multiple=True, help="With --all: KEY=VALUE (repeatable).")
+@selection_options
 @click.option("--chunk-size", type=int, help="IDs per export call (default EXPORTER_CHUNK_SIZE).")
 @click.option("--batch-id", help="Idempotency key: submitting the same ID twice queues it once.")
 @click.option("--campaign", help="Free label grouping batches of one migration.")
@@ -38,9 +29,7 @@ _SELECTIONS = "--job-ids, --job-ids-file or --all"
 @click.pass_context
 def submit(ctx: click.Context, /, as_json: bool, **flags: Any) -> None:
     """Validate a batch and put it on the queue."""
-    chosen = (flags["job_ids"] is not None, flags["job_ids_file"] is not None, flags["select_all"])
-    if sum(chosen) != 1:
-        raise click.UsageError(f"give exactly one of {_SELECTIONS}")
+    require_one_selection(flags)
     settings = command_settings(ctx)
     result = run_command(_submit(settings, flags))
     click.echo(json.dumps(result) if as_json else _sentence(result))
