@@ -12,13 +12,14 @@ import json
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from exporter.app import open_stores
 from exporter.campaign.spec import Problems, RegionSpec, region_route
 from exporter.commands.common import command_settings, run_command
 from exporter.commands.selection import require_one_selection, selection_options
 from exporter.errors import InvalidInput
-from exporter.intake import request_from_flags
+from exporter.intake import describe_validation_error, request_from_flags
 from exporter.models import BatchRequest
 from exporter.routes import Destination, OnConflict, RegionRoute
 from exporter.settings import Settings
@@ -93,8 +94,8 @@ def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:
             obs_dir=flags["to_obs_dir"],
             on_conflict=OnConflict(flags["on_conflict"]),
         )
-    except ValueError as error:
-        raise InvalidInput(f"destination: {error}", field="to_project") from None
+    except ValidationError as error:
+        raise InvalidInput(f"destination: {describe_validation_error(error)}", field="to_project") from None
     region = route_of(flags["from_region"], settings, "--from-region")
     return request.model_copy(update={"migration": destination, "region": region})
 
