@@ -45,17 +45,17 @@ class ReleaseSpacer:
     releases by half an interval smooths the clump while a late schedule can still catch up.
     """
 
-    __slots__ = ("_clock", "_gap", "_last")
+    __slots__ = ("_clock", "_last", "gap")
 
     def __init__(self, gap: float, clock: Clock) -> None:
-        self._gap = gap
+        self.gap = gap
         self._clock = clock
         self._last = float("-inf")
 
     async def space(self) -> None:
         """Return once `gap` has passed since the previous release, and count this one as released."""
         while True:
-            wait = self._last + self._gap - self._clock.monotonic()
+            wait = self._last + self.gap - self._clock.monotonic()
             if wait <= 0:
                 self._last = self._clock.monotonic()
                 return
@@ -66,6 +66,7 @@ class LocalRateLimiter:
     """Admit `rate` requests per second on average, `burst` at most back to back."""
 
     __slots__ = (
+        "_burst",
         "_clock",
         "_interval",
         "_line",
@@ -75,6 +76,7 @@ class LocalRateLimiter:
         "_tat",
         "_tolerance",
         "_waiting",
+        "_window_slack",
     )
 
     def __init__(
@@ -85,19 +87,32 @@ class LocalRateLimiter:
         if burst < 1:
             raise ValueError("burst must be at least 1")
         self._clock: Clock = clock or SystemClock()
-        self._interval = 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
-        # With burst 1 a late release keeps the phase for up to one interval (the spacer below keeps it
-        # half an interval from the next); a larger burst's tolerance absorbs that lateness by itself.
-        self._slack = max(0.0, self._interval - self._tolerance)
-        if window_slack is not None:
-            self._slack = min(self._slack, max(0.0, window_slack))
+        self._burst = burst
+        self._window_slack = window_slack
         self._tat = float("-inf")  # theoretical arrival time of the next request (GCRA)
         self._paused_until = float("-inf")
         self._waiting = 0
         self._line = asyncio.Lock()  # FIFO turns: only the caller holding it takes a slot
+        self._spacer = ReleaseSpacer(0.0, self._clock)
+        self.set_rate(rate)
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
+
+    def set_rate(self, rate: float) -> None:
+        """Pace at `rate` from the next slot on (slots already taken stay where they are)."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._interval = 1.0 / rate
+        self._tolerance = (self._burst - 1) * self._interval
+        # With burst 1 a late release keeps the phase for up to one interval (the spacer below keeps it
+        # half an interval from the next); a larger burst's tolerance absorbs that lateness by itself.
+        self._slack = max(0.0, self._interval - self._tolerance)
+        if self._window_slack is not None:
+            self._slack = min(self._slack, max(0.0, self._window_slack))
         # With burst 1 the caller wants smoothness above all: never two releases closer than half a slot.
-        self._spacer = ReleaseSpacer(self._interval / 2 if burst == 1 else 0.0, self._clock)
+        self._spacer.gap = self._interval / 2 if self._burst == 1 else 0.0
 
     def __repr__(self) -> str:
         now = self._clock.monotonic()

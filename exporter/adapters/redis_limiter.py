@@ -98,6 +98,7 @@ class RedisRateLimiter:
     """Admit `rate` requests per second across every replica sharing the key prefix, `burst` back to back."""
 
     __slots__ = (
+        "_burst",
         "_clock",
         "_conn",
         "_give_up_after",
@@ -108,6 +109,7 @@ class RedisRateLimiter:
         "_spacer",
         "_tolerance_us",
         "_waiting",
+        "_window_slack",
     )
 
     def __init__(
@@ -128,11 +130,8 @@ class RedisRateLimiter:
         self._conn = conn
         self._clock: Clock = clock or SystemClock()
         self._give_up_after = give_up_after
-        self._interval_us = _MICROSECONDS / rate
-        self._late = max(1.0 / rate, _LATE_ENOUGH)
-        if window_slack is not None:  # never more lateness than the gateway's window absorbs
-            self._late = min(self._late, max(window_slack, _LEAST_LATENESS))
-        self._tolerance_us = (burst - 1) * self._interval_us
+        self._burst = burst
+        self._window_slack = window_slack
         space = ("limiter",) if scope is None else ("limiter", scope)
         self._keys = [conn.key(*space, "tat"), conn.key(*space, "paused_until")]
         self._scripts = {
@@ -141,9 +140,25 @@ class RedisRateLimiter:
             "pause_left": conn.script(_PAUSE_LEFT),
         }
         self._waiting = 0
+        self._spacer = ReleaseSpacer(0.0, self._clock)
+        self.set_rate(rate)
+
+    @property
+    def rate(self) -> float:
+        return _MICROSECONDS / self._interval_us
+
+    def set_rate(self, rate: float) -> None:
+        """Pace this replica's reservations at `rate` from the next one on (each replica sets its own:
+        the shared schedule is the TAT, moved by every reservation's interval)."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._interval_us = _MICROSECONDS / rate
+        self._late = max(1.0 / rate, _LATE_ENOUGH)
+        if self._window_slack is not None:  # never more lateness than the gateway's window absorbs
+            self._late = min(self._late, max(self._window_slack, _LEAST_LATENESS))
+        self._tolerance_us = (self._burst - 1) * self._interval_us
         # Slots are shared; clumps are local: a late event loop wakes several of our callers at once.
-        interval = self._interval_us / _MICROSECONDS
-        self._spacer = ReleaseSpacer(interval / 2 if burst == 1 else 0.0, self._clock)
+        self._spacer.gap = 1.0 / rate / 2 if self._burst == 1 else 0.0
 
     def __repr__(self) -> str:
         return (

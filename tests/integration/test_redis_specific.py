@@ -155,6 +155,19 @@ async def test_limiter_spaces_requests_across_several_clients(prefix: str) -> No
     assert granted[-1] - granted[0] >= (len(granted) - 2) / rate * 0.9
 
 
+async def test_limiter_set_rate_paces_at_the_new_rate(backend: RedisBackend) -> None:
+    """5/s, then 50/s: ten acquires after the change take about 0.2 s, not 2 s."""
+    limiter = backend.limiter(rate=5.0)
+    await limiter.acquire()
+    limiter.set_rate(50.0)
+    assert limiter.rate == 50.0
+    await limiter.acquire()  # the slot reserved at the old pace
+    began = time.monotonic()
+    for _ in range(10):
+        await limiter.acquire()
+    assert 0.15 <= time.monotonic() - began < 0.6
+
+
 async def test_limiter_burst_lets_that_many_through_at_once(backend: RedisBackend) -> None:
     """With burst 3 the first three slots are immediate and the fourth waits one interval."""
     limiter = backend.limiter(rate=2.0, burst=3)

@@ -222,3 +222,18 @@ async def test_stalls_never_put_a_request_too_many_in_a_slow_gateways_window(sta
     released = await releases_for(limiter, clock, callers=8, seconds=6.0)
     assert max_in_window(released, 1.0) <= 20
     assert len(released) >= 0.8 * 6 * 20 * 0.97  # the stalls cost time, the limiter no more than that
+
+
+async def test_set_rate_paces_at_the_new_rate_from_the_next_slot() -> None:
+    """What an adaptive pace needs: 10/s, then 40/s; the releases after the change are 25 ms apart."""
+    clock = VirtualClock()
+    limiter = LocalRateLimiter(10, 1, clock)
+    first = await admitted_times(limiter, clock, 5)
+    assert min(b - a for a, b in itertools.pairwise(first)) >= 0.1 - 1e-9
+    limiter.set_rate(40)
+    assert limiter.rate == 40
+    second = await admitted_times(limiter, clock, 9)
+    gaps = [b - a for a, b in itertools.pairwise(second)]
+    assert min(gaps[1:]) >= 0.025 - 1e-9 and max(gaps[1:]) <= 0.025 + 1e-9
+    with pytest.raises(ValueError, match="positive"):
+        limiter.set_rate(0)
