@@ -189,8 +189,8 @@ class RateLimiter(Protocol):
         """Wait for one request slot; return the seconds waited."""
         ...
 
-    async def pause(self, seconds: float) -> None:
-        """DLI said 429: nobody gets a slot for `seconds` (Retry-After)."""
+    async def pause(self, seconds: float, message: str = "") -> None:
+        """DLI said 429 (`message`, which may state the gateway's policy): no slot for `seconds`."""
         ...
 
 

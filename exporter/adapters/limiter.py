@@ -152,7 +152,7 @@ class LocalRateLimiter:
         self._tat = next_tat(self._tat, now, self._interval, self._slack if waited else 0.0)
         return 0.0
 
-    async def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float, message: str = "") -> None:
         """Nobody gets a slot for `seconds`; later slots are pushed back behind the pause."""
         until = self._clock.monotonic() + max(0.0, seconds)
         if until > self._paused_until:

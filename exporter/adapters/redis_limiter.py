@@ -189,7 +189,7 @@ class RedisRateLimiter:
         finally:
             self._waiting -= 1
 
-    async def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float, message: str = "") -> None:
         """Nobody on any replica gets a slot until `seconds` from now (or a later pause already set)."""
         left_us = await self._patiently("pause", self._keys, [max(0.0, seconds) * _MICROSECONDS])
         log.info("limiter.paused", seconds=seconds, paused_for=left_us / _MICROSECONDS)

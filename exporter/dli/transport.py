@@ -100,7 +100,7 @@ class DliTransport:
         except DliError as error:
             _count(request.operation, _outcome(error))
             if isinstance(error, Transient) and error.reason == "throttled":
-                await self._limiter.pause(self._throttle_pause(error.retry_after))
+                await self._limiter.pause(self._throttle_pause(error.retry_after), str(error))
             raise
         _count(request.operation, "ok")
         return result

@@ -45,7 +45,7 @@ class _NoLimit:
     async def acquire(self) -> float:
         return 0.0
 
-    async def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float, message: str = "") -> None:
         return None
 
 

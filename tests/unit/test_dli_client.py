@@ -67,13 +67,15 @@ class RecordingLimiter:
     def __init__(self) -> None:
         self.acquired = 0
         self.pauses: list[float] = []
+        self.messages: list[str] = []
 
     async def acquire(self) -> float:
         self.acquired += 1
         return 0.25
 
-    async def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float, message: str = "") -> None:
         self.pauses.append(seconds)
+        self.messages.append(message)
 
 
 @pytest.fixture
