@@ -19,7 +19,7 @@ import random
 import re
 from collections import deque
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -104,6 +104,8 @@ class FaultKnobs(BaseModel):
     latency_jitter_ms: float = Field(default=0.0, ge=0, le=600_000)
     rate_limit: float = Field(default=0.0, ge=0, le=1_000_000, description="requests/s; 0 = off")
     rate_window_seconds: float = Field(default=1.0, gt=0, le=3600)
+    throttle_states_limit: bool = Field(default=True, description="the 429 message names limit and window")
+    throttle_policy: Literal["user", "ip"] = Field(default="user", description="policy named in the 429")
     p_500: float = Field(default=0.0, ge=0, le=1)
     p_503: float = Field(default=0.0, ge=0, le=1)
     p_reset: float = Field(default=0.0, ge=0, le=1)

@@ -110,13 +110,22 @@ async def _with_fault(request: web.Request, handler: _Handler, state: SimulatorS
 
 
 def _throttled(knobs: FaultKnobs, wait_seconds: float) -> web.Response:
-    window = knobs.rate_window_seconds
-    unit = "1 second" if window == 1 else f"{window:g} seconds"
-    message = (
-        "The throttling threshold has been reached: policy user over ratelimit,"
-        f"limit:{knobs.window_capacity},time:{unit}"
-    )
+    """APIG's 429; with `throttle_states_limit` off it names no numbers, as a discreet gateway would."""
+    message = "The throttling threshold has been reached."
+    if knobs.throttle_states_limit:
+        message = (
+            f"The throttling threshold has been reached: policy {knobs.throttle_policy} over ratelimit,"
+            f"limit:{knobs.window_capacity},time:{_window_text(knobs.rate_window_seconds)}"
+        )
     return error_response(429, "APIG.0308", message, {"Retry-After": retry_after_header(wait_seconds)})
+
+
+def _window_text(seconds: float) -> str:
+    """`1 second`, `0.2 seconds`, `1 minute`, `5 minutes`: whole minutes read as APIG prints them."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute" + ("" if minutes == 1 else "s")
+    return "1 second" if seconds == 1 else f"{seconds:g} seconds"
 
 
 def _before_work_fault(fault: FaultKind, request: web.Request, state: SimulatorState) -> web.Response | None:

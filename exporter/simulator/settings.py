@@ -125,6 +125,8 @@ class SimulatorSettings(BaseSettings):
     sim_latency_jitter_ms: float = 0.0
     sim_rate_limit: float = 0.0
     sim_rate_window_seconds: float = 1.0
+    sim_throttle_states_limit: bool = True
+    sim_throttle_policy: Literal["user", "ip"] = "user"
     sim_p_500: float = 0.0
     sim_p_503: float = 0.0
     sim_p_reset: float = 0.0
