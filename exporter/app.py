@@ -18,10 +18,13 @@ from dataclasses import dataclass, replace
 import structlog
 from aiohttp import web
 
+from exporter import metrics
+from exporter.adapters.adaptive_limiter import AdaptiveLimiter, PacedLimiter
 from exporter.adapters.limiter import LocalRateLimiter
 from exporter.adapters.redis import open_redis
 from exporter.adapters.s3 import S3ObjectStore, open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
+from exporter.adaptive import RateController
 from exporter.campaign.record import CampaignStore
 from exporter.clock import SystemClock
 from exporter.dli.client import DliClient
@@ -113,18 +116,47 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         ) as redis:
 
             def shared(rate: float, scope: str | None) -> RateLimiter:
-                return redis.limiter(settings.paced(rate), settings.rate_burst, scope, settings.window_slack)
+                return _limiter(
+                    settings,
+                    lambda pace: redis.limiter(pace, settings.rate_burst, scope, settings.window_slack),
+                    rate,
+                    scope,
+                )
 
             yield Stores(redis.queue, redis.ledger, redis.campaigns, shared, redis.migrations)
     else:
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
 
             def local(rate: float, scope: str | None) -> RateLimiter:
-                return LocalRateLimiter(
-                    settings.paced(rate), settings.rate_burst, window_slack=settings.window_slack
+                return _limiter(
+                    settings,
+                    lambda pace: LocalRateLimiter(
+                        pace, settings.rate_burst, window_slack=settings.window_slack
+                    ),
+                    rate,
+                    scope,
                 )
 
             yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local, sqlite.migrations)
+
+
+def _limiter(
+    settings: Settings, make: Callable[[float], PacedLimiter], rate: float, scope: str | None
+) -> RateLimiter:
+    """A fixed pace (the region's rate_limit, else EXPORTER_RATE_LIMIT, less the headroom), or with
+    EXPORTER_RATE_LIMIT=auto and no rate of the region's own, one learned from the gateway."""
+    endpoint = scope or "default"
+    if settings.rate_auto and not rate:
+        controller = RateController(
+            start=settings.rate_start,
+            minimum=settings.rate_min,
+            maximum=settings.rate_max,
+            headroom=settings.rate_headroom,
+        )
+        return AdaptiveLimiter(make(settings.rate_start), controller, SystemClock(), endpoint=endpoint)
+    limiter = make(settings.paced(rate))
+    metrics.labelled(metrics.RATE, endpoint).set(limiter.rate)
+    return limiter
 
 
 async def discover_projects(settings: Settings, regions: Collection[str] | None) -> list[tuple[str, str]]:

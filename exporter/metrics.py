@@ -22,6 +22,7 @@ __all__ = [
     "INFLIGHT",
     "LEASES_LOST",
     "QUEUE_DEPTH",
+    "RATE",
     "RATE_LIMIT_WAIT",
     "REGISTRY",
     "STALE_SAVES",
@@ -72,6 +73,12 @@ VERIFY_LATENCY = Histogram(
 )
 CHUNKS = Counter("exporter_chunks", "Chunk transitions, by the state reached", ["state"], registry=REGISTRY)
 INFLIGHT = Gauge("exporter_inflight_exports", "Export requests in flight", registry=REGISTRY)
+RATE = Gauge(
+    "exporter_rate_limit_per_second",
+    "The pace of each DLI endpoint's limiter (fixed, or learned with EXPORTER_RATE_LIMIT=auto)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("exporter_queue_depth", "Messages waiting or in flight", registry=REGISTRY)
 DEAD_LETTERS = Counter(
     "exporter_dead_letters", "Messages parked in dead letters, by reason kind", ["kind"], registry=REGISTRY

@@ -82,7 +82,12 @@ class Settings(BaseSettings):
     retry_deadline: float = Field(default=300.0, gt=0, le=86_400)
 
     # --- rate and concurrency ---------------------------------------------------------------------------
-    rate_limit: float = Field(default=10.0, gt=0, le=100_000, description="requests/s to DLI, all replicas")
+    rate_limit: float | Literal["auto"] = Field(
+        default=10.0, description="requests/s to DLI, all replicas; auto: learn it from the gateway"
+    )
+    rate_start: float = Field(default=5.0, gt=0, le=100_000, description="auto: the first pace")
+    rate_min: float = Field(default=1.0, gt=0, le=100_000, description="auto: never slower")
+    rate_max: float = Field(default=1000.0, gt=0, le=100_000, description="auto: never faster")
     rate_burst: int = Field(default=1, ge=1, le=10_000)
     rate_headroom: float = Field(
         default=0.03, ge=0, le=0.5, description="share kept below rate_limit so jitter never trips a window"
@@ -158,6 +163,19 @@ class Settings(BaseSettings):
             raise ValueError(f"CA bundle {value} is not a readable file")
         return value
 
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_limit(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:  # never float()'s own message: it would echo the value (a misplaced secret, say)
+            number = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            raise ValueError("must be a number of requests/s, or auto") from None
+        if not 0 < number <= 100_000:
+            raise ValueError("must be greater than 0 and at most 100000 (requests/s), or auto")
+        return number
+
     @field_validator("log_format", "log_level", "obs_addressing_style", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -188,7 +206,7 @@ class Settings(BaseSettings):
     @property
     def effective_rate(self) -> float:
         """The rate the limiter paces at: a little under the gateway's, since arrivals jitter."""
-        return self.paced(self.rate_limit)
+        return self.paced(None)
 
     @property
     def window_slack(self) -> float:
@@ -196,9 +214,17 @@ class Settings(BaseSettings):
         gateway's one-second window, so late releases never put one request too many in it."""
         return self.rate_headroom * 1.0
 
+    @property
+    def rate_auto(self) -> bool:
+        """EXPORTER_RATE_LIMIT=auto: the pace is learned from the gateway's answers."""
+        return self.rate_limit == "auto"
+
     def paced(self, rate_limit: float | None) -> float:
-        """The pace for a gateway limit (≤ 0 or None: EXPORTER_RATE_LIMIT), less the headroom."""
-        return (rate_limit if rate_limit and rate_limit > 0 else self.rate_limit) * (1 - self.rate_headroom)
+        """The pace for a gateway limit (≤ 0 or None: EXPORTER_RATE_LIMIT), less the headroom; with
+        auto, EXPORTER_RATE_START (the learned pace moves from there)."""
+        if rate_limit and rate_limit > 0:
+            return rate_limit * (1 - self.rate_headroom)
+        return self.rate_start if self.rate_limit == "auto" else self.rate_limit * (1 - self.rate_headroom)
 
     @property
     def uses_redis(self) -> bool:
