@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         if not 0 < number <= 100_000:
             raise ValueError("must be greater than 0 and at most 100000 (requests/s), or auto")
         return number
+
+    @field_serializer("rate_limit")
+    def _rate_limit_out(self, value: float | str) -> float | str:
+        """As given: `auto`, or the number (an int put in by `model_copy` is a rate all the same)."""
+        return value if value == "auto" else float(value)
 
     @field_validator("log_format", "log_level", "obs_addressing_style", mode="before")
     @classmethod
