@@ -21,7 +21,7 @@ from exporter.ports import BatchQueue, Ledger
 from exporter.settings import Settings
 from exporter.submission import submit_batch
 
-__all__ = ["PROBE_PATHS", "ReadinessSource", "create_http_app"]
+__all__ = ["PROBE_PATHS", "SUBMISSION_ERRORS", "ReadinessSource", "create_http_app", "refusal"]
 
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
 READY_TIMEOUT_SECONDS = 2.0
@@ -37,6 +37,17 @@ class ReadinessSource(Protocol):
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+SUBMISSION_ERRORS = (InvalidInput, Conflict, StoreUnavailable)
+
+
+def refusal(error: InvalidInput | Conflict | StoreUnavailable) -> web.Response:
+    """How a submission (a batch or a campaign) is refused: 400 bad input, 409 a reused ID with other
+    content, 503 the queue or ledger unreachable."""
+    if isinstance(error, StoreUnavailable):
+        return _error(503, f"queue/ledger unreachable: {error}")
+    return _error(409 if isinstance(error, Conflict) else 400, str(error))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -99,12 +110,8 @@ class _Endpoints:
         try:
             batch = self._request(await _json_object(request))
             accepted = await submit_batch(self._queue, batch, self._ledger)
-        except InvalidInput as error:
-            return _error(400, str(error))
-        except Conflict as error:
-            return _error(409, str(error))
-        except StoreUnavailable as error:
-            return _error(503, f"queue/ledger unreachable: {error}")
+        except SUBMISSION_ERRORS as error:
+            return refusal(error)
         return _submitted(batch, accepted=accepted)
 
     def _request(self, data: dict[str, Any]) -> BatchRequest:

@@ -18,7 +18,8 @@ from exporter.campaign import PlanDefaults, campaign_from_json, plan_campaign
 from exporter.campaign.record import CampaignStore
 from exporter.campaign.submission import submit_campaign
 from exporter.campaign.views import campaign_report, load_view
-from exporter.errors import Conflict, InvalidInput, StoreUnavailable
+from exporter.errors import InvalidInput
+from exporter.http import SUBMISSION_ERRORS, refusal
 from exporter.migration.ports import MigrationLedger
 from exporter.ports import BatchQueue, Ledger
 
@@ -59,12 +60,8 @@ class _CampaignEndpoints:
                 digest_of=hashlib.sha256(raw).hexdigest(),
             )
             result = await submit_campaign(plan, self._campaigns, self._queue, self._ledger)
-        except InvalidInput as error:
-            return _error(400, str(error))
-        except Conflict as error:
-            return _error(409, str(error))
-        except StoreUnavailable as error:
-            return _error(503, f"queue/ledger unreachable: {error}")
+        except SUBMISSION_ERRORS as error:
+            return refusal(error)
         body = {"campaign_id": result.campaign_id, "batch_ids": result.batch_ids, "queued": result.queued}
         return web.json_response(body, status=202 if result.queued else 200)
 

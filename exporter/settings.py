@@ -209,11 +209,6 @@ class Settings(BaseSettings):
 
     # --- derived ---------------------------------------------------------------------------------------
     @property
-    def effective_rate(self) -> float:
-        """The rate the limiter paces at: a little under the gateway's, since arrivals jitter."""
-        return self.paced(None)
-
-    @property
     def window_slack(self) -> float:
         """Seconds of lateness a release may have and still use its slot: the headroom's share of the
         gateway's one-second window, so late releases never put one request too many in it."""

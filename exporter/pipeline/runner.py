@@ -57,6 +57,17 @@ class Pipeline:
 
     async def run_batch(self, request: BatchRequest) -> BatchResult:
         """Plan (once), work every open chunk, and finish the batch if nothing is left open."""
+        try:
+            return await self._run_pass(request)
+        finally:
+            self._forget(request.batch_id)
+
+    def _forget(self, batch_id: str) -> None:
+        """A pass is over: its migration snapshot leaves memory (the ledger keeps it for the next)."""
+        if self._migrate is not None:
+            self._migrate.forget(batch_id)
+
+    async def _run_pass(self, request: BatchRequest) -> BatchResult:
         lane = await self._lanes.lane(request.region)
         info = await lane.planner.ensure_planned(request)
         if info.state is BatchState.FAILED:
@@ -107,7 +118,10 @@ class Pipeline:
         if not self._ownership.enabled or not self._lanes.known(info.region):
             return 0  # a region no batch of ours ran in: its route (endpoints) travels only on the queue
         this_pass = PassLog()
-        await self._process(await self._lanes.lane_of(info.region), info, this_pass)
+        try:
+            await self._process(await self._lanes.lane_of(info.region), info, this_pass)
+        finally:
+            self._forget(info.batch_id)
         if this_pass.owned:
             log.info("batch.assisted", batch_id=info.batch_id, chunks=this_pass.owned)
         return this_pass.owned
