@@ -160,10 +160,20 @@ class RateController:
             "ceiling": self.ceiling,
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Adopt a snapshot; unknown versions are ignored so a rolling upgrade cannot crash us."""
+    @property
+    def stated_per_second(self) -> float | None:
+        """The limit (requests/s) the last trusted 429 stated, before the headroom; None: none stated."""
+        return None if self.ceiling is None else self.ceiling / (1.0 - self.headroom)
+
+    def restore(self, state: dict[str, Any], *, throttled_at: float | None = None) -> None:
+        """Adopt a snapshot; unknown versions are ignored so a rolling upgrade cannot crash us.
+
+        `throttled_at` (this clock) is when the snapshot's writer reacted to a 429: our own 429s of the
+        same burst, inside `cooldown` of it, then cut nothing more."""
         if state.get("version") != _SNAPSHOT_VERSION:
             return
+        if throttled_at is not None:
+            self._last_throttle = max(self._last_throttle, throttled_at)
         ceiling = state.get("ceiling")
         self.ceiling = None if ceiling is None else float(ceiling)
         self.trusted = bool(state.get("trusted", False))

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 import structlog
 from aiohttp import web
 
-from exporter import metrics
-from exporter.adapters.adaptive_limiter import AdaptiveLimiter, PacedLimiter
+from exporter.adapters.adaptive_limiter import AdaptiveLimiter, MeteredLimiter, PacedLimiter
 from exporter.adapters.limiter import LocalRateLimiter
+from exporter.adapters.rate_sync import RateSync
 from exporter.adapters.redis import open_redis
 from exporter.adapters.s3 import S3ObjectStore, open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
@@ -40,8 +40,10 @@ from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
 from exporter.pipeline.campaigns import CampaignCloser
 from exporter.ports import BatchQueue, Clock, Ledger, RateLimiter
+from exporter.rate_states import RateStates
 from exporter.regions import RegionDirectory, limiter_scope
 from exporter.report import LocalReportWriter
+from exporter.routes import RateLimit
 from exporter.settings import Settings
 from exporter.wiring import (
     pipeline_options,
@@ -66,24 +68,27 @@ __all__ = [
 log = structlog.get_logger("exporter.app")
 
 
-LimiterFactory = Callable[[float, str | None], RateLimiter]
-"""A limiter pacing at this many requests/s, for this scope (a DLI endpoint; None: the default one)."""
+LimiterFactory = Callable[[RateLimit | None, str | None], RateLimiter]
+"""A limiter for a gateway limit (requests/s, auto, or None: EXPORTER_RATE_LIMIT) and a scope (a DLI
+endpoint; None: the default one)."""
 
 
 @dataclass(slots=True)
 class Stores:
-    """Queue, ledger, campaign records, and rate limiters that match the backend (shared on Redis)."""
+    """Queue, ledger, campaign records, and rate limiters that match the backend (shared on Redis), with
+    the rates they learned."""
 
     queue: BatchQueue
     ledger: Ledger
     campaigns: CampaignStore
     limiter_for: LimiterFactory
     migrations: MigrationLedger
+    rates: RateStates
 
     @property
     def limiter(self) -> RateLimiter:
         """A limiter for the default endpoint at its own pace (tests and tools that need just one)."""
-        return self.limiter_for(0.0, None)
+        return self.limiter_for(None, None)
 
 
 @dataclass(slots=True)
@@ -115,19 +120,20 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
         ) as redis:
 
-            def shared(rate: float, scope: str | None) -> RateLimiter:
+            def shared(rate: RateLimit | None, scope: str | None) -> RateLimiter:
                 return _limiter(
                     settings,
                     lambda pace: redis.limiter(pace, settings.rate_burst, scope, settings.window_slack),
                     rate,
                     scope,
+                    redis.rates,
                 )
 
-            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared, redis.migrations)
+            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared, redis.migrations, redis.rates)
     else:
         async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
 
-            def local(rate: float, scope: str | None) -> RateLimiter:
+            def local(rate: RateLimit | None, scope: str | None) -> RateLimiter:
                 return _limiter(
                     settings,
                     lambda pace: LocalRateLimiter(
@@ -135,28 +141,36 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
                     ),
                     rate,
                     scope,
+                    sqlite.rates,
                 )
 
-            yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, local, sqlite.migrations)
+            yield Stores(
+                sqlite.queue, sqlite.ledger, sqlite.campaigns, local, sqlite.migrations, sqlite.rates
+            )
 
 
 def _limiter(
-    settings: Settings, make: Callable[[float], PacedLimiter], rate: float, scope: str | None
+    settings: Settings,
+    make: Callable[[float], PacedLimiter],
+    rate: RateLimit | None,
+    scope: str | None,
+    rates: RateStates,
 ) -> RateLimiter:
     """A fixed pace (the region's rate_limit, else EXPORTER_RATE_LIMIT, less the headroom), or with
-    EXPORTER_RATE_LIMIT=auto and no rate of the region's own, one learned from the gateway."""
+    `auto` (the region's, or EXPORTER_RATE_LIMIT's when the region has none) one learned from the
+    gateway and shared in `rates` by every replica of the endpoint (and the next run)."""
     endpoint = scope or "default"
-    if settings.rate_auto and not rate:
+    if settings.learns(rate):
         controller = RateController(
             start=settings.rate_start,
             minimum=settings.rate_min,
             maximum=settings.rate_max,
             headroom=settings.rate_headroom,
         )
-        return AdaptiveLimiter(make(settings.rate_start), controller, SystemClock(), endpoint=endpoint)
-    limiter = make(settings.paced(rate))
-    metrics.labelled(metrics.RATE, endpoint).set(limiter.rate)
-    return limiter
+        clock = SystemClock()
+        sync = RateSync(rates, endpoint, clock)
+        return AdaptiveLimiter(make(settings.rate_start), controller, clock, endpoint=endpoint, sync=sync)
+    return MeteredLimiter(make(settings.paced(None if rate == "auto" else rate)), endpoint=endpoint)
 
 
 async def discover_projects(settings: Settings, regions: Collection[str] | None) -> list[tuple[str, str]]:
@@ -226,8 +240,8 @@ async def _open_regions(
     session = await stack.enter_async_context(create_session(session_options(settings)))
     store = await stack.enter_async_context(open_object_store(s3_options(settings)))
 
-    def dli_for(endpoint: str, rate_limit: float | None, scope: str | None = None) -> DliClient:
-        limiter = stores.limiter_for(rate_limit or 0.0, scope or limiter_scope(endpoint))
+    def dli_for(endpoint: str, rate_limit: RateLimit | None, scope: str | None = None) -> DliClient:
+        limiter = stores.limiter_for(rate_limit, scope or limiter_scope(endpoint))
         return DliClient(session, endpoint, _dli_auth(settings), limiter, retry_policy(settings), clock=clock)
 
     dli = dli_for(settings.dli_endpoint, None, None)

@@ -26,6 +26,8 @@ __all__ = [
     "RATE_LIMIT_WAIT",
     "REGISTRY",
     "STALE_SAVES",
+    "STATED_LIMIT",
+    "THROTTLED",
     "VERIFY_LATENCY",
     "VERIFY_RESULTS",
     "labelled",
@@ -76,6 +78,18 @@ INFLIGHT = Gauge("exporter_inflight_exports", "Export requests in flight", regis
 RATE = Gauge(
     "exporter_rate_limit_per_second",
     "The pace of each DLI endpoint's limiter (fixed, or learned with EXPORTER_RATE_LIMIT=auto)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+STATED_LIMIT = Gauge(
+    "exporter_rate_stated_limit_per_second",
+    "The limit a 429 of each DLI endpoint stated, per second (0 while none has stated one)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+THROTTLED = Counter(
+    "exporter_rate_throttled",
+    "429 answers of each DLI endpoint, the signal the learned pace follows",
     ["endpoint"],
     registry=REGISTRY,
 )

@@ -20,6 +20,7 @@ import structlog
 from exporter.migration.ports import DliImporter, ObjectCopier
 from exporter.models import RegionRoute
 from exporter.ports import DliApi, ObjectStore, RegionClients
+from exporter.routes import RateLimit
 
 __all__ = ["DliFactory", "RegionDirectory", "StoreFactory", "limiter_scope"]
 
@@ -34,8 +35,8 @@ class RegionStore(ObjectStore, ObjectCopier, Protocol):
     """An OBS client of a region: verification and uploads, and copies for migrations."""
 
 
-DliFactory = Callable[[str, float | None], RegionDli]
-"""A DLI client for (endpoint, the region's gateway limit or None for EXPORTER_RATE_LIMIT)."""
+DliFactory = Callable[[str, RateLimit | None], RegionDli]
+"""A DLI client for (endpoint, the region's gateway limit, auto, or None for EXPORTER_RATE_LIMIT)."""
 StoreFactory = Callable[[RegionRoute], AbstractAsyncContextManager[RegionStore]]
 """An OBS client for the route's OBS endpoint, as an async context manager (closed with the runtime)."""
 

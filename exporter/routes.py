@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from exporter.rules import check_obs_dir, check_project_id
+from exporter.rules import check_obs_dir, check_project_id, check_rate_limit
 
 __all__ = [
     "REGION_NAME",
     "Destination",
     "OnConflict",
+    "RateLimit",
     "RegionRoute",
     "check_endpoint",
     "check_region_name",
 ]
 
 REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+RateLimit = Annotated[float | Literal["auto"], BeforeValidator(check_rate_limit)]
+"""A region's gateway limit: requests/s, or `auto` (learned from the gateway's 429s)."""
 
 
 def check_region_name(value: str) -> str:
@@ -47,14 +52,14 @@ def check_endpoint(value: str) -> str:
 
 
 class RegionRoute(BaseModel):
-    """A region's endpoints and gateway limit (requests/s; None = EXPORTER_RATE_LIMIT)."""
+    """A region's endpoints and gateway limit (requests/s, or auto; None = EXPORTER_RATE_LIMIT)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     dli_endpoint: str
     obs_endpoint: str
-    rate_limit: float | None = Field(default=None, gt=0, le=100_000)
+    rate_limit: RateLimit | None = None
 
     @field_validator("name")
     @classmethod

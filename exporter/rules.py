@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import Any, Literal, overload
 
 __all__ = [
     "MAX_JOB_ID",
@@ -16,6 +16,7 @@ __all__ = [
     "check_bucket",
     "check_obs_dir",
     "check_project_id",
+    "check_rate_limit",
     "dedupe_job_ids",
     "plan_chunks",
     "split_obs_path",
@@ -32,6 +33,21 @@ def check_project_id(value: str) -> str:
     if not _PROJECT_ID.fullmatch(value):
         raise ValueError(f"project ID {value!r} must be 1 to 64 letters and digits")
     return value
+
+
+def check_rate_limit(value: Any) -> float | Literal["auto"]:
+    """A gateway limit in requests/s (0 < n ≤ 100000), or `auto` (learned); ValueError otherwise.
+
+    The message never echoes the value: a misplaced secret in the wrong variable stays out of errors."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of requests/s, or auto") from None
+    if not 0 < number <= 100_000:
+        raise ValueError("must be greater than 0 and at most 100000 (requests/s), or auto")
+    return number
 
 
 def check_bucket(bucket: str) -> str:

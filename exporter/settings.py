@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from exporter.errors import ConfigError
 from exporter.models import check_project_id
+from exporter.rules import check_rate_limit
 
 __all__ = ["ENV_PREFIX", "Settings", "format_validation_error", "load_settings", "mask_url_password"]
 
@@ -166,15 +167,7 @@ class Settings(BaseSettings):
     @field_validator("rate_limit", mode="before")
     @classmethod
     def _rate_limit(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        try:  # never float()'s own message: it would echo the value (a misplaced secret, say)
-            number = float(value) if not isinstance(value, bool) else float("nan")
-        except (TypeError, ValueError):
-            raise ValueError("must be a number of requests/s, or auto") from None
-        if not 0 < number <= 100_000:
-            raise ValueError("must be greater than 0 and at most 100000 (requests/s), or auto")
-        return number
+        return check_rate_limit(value)
 
     @field_serializer("rate_limit")
     def _rate_limit_out(self, value: float | str) -> float | str:
@@ -225,6 +218,10 @@ class Settings(BaseSettings):
         if rate_limit and rate_limit > 0:
             return rate_limit * (1 - self.rate_headroom)
         return self.rate_start if self.rate_limit == "auto" else self.rate_limit * (1 - self.rate_headroom)
+
+    def learns(self, rate_limit: float | Literal["auto"] | None) -> bool:
+        """Whether an endpoint with this limit of its own (None: none) learns its pace from the gateway."""
+        return rate_limit == "auto" or (not rate_limit and self.rate_auto)
 
     @property
     def uses_redis(self) -> bool:

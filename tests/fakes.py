@@ -8,8 +8,9 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from exporter.errors import NotFound, Permanent
+from exporter.errors import NotFound, Permanent, StoreUnavailable
 from exporter.migration.models import MigrationStep, MigrationTally
 from exporter.models import (
     BatchInfo,
@@ -25,6 +26,7 @@ from exporter.models import (
     check_transition,
 )
 from exporter.ports import Claim, Clock, DeadLetter, PutResult
+from exporter.rate_states import SharedRate
 
 
 class ManualClock:
@@ -363,3 +365,38 @@ class VirtualClock(ManualClock):
             driver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await driver
+
+
+@dataclass
+class FakeRateStates:
+    """`RateStates` in memory, with the contract's compare-and-set; `down` makes every call fail."""
+
+    clock: Clock
+    records: dict[str, SharedRate] = field(default_factory=dict)
+    down: bool = False
+    saves: int = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("the rate store is down")
+
+    async def load(self, scope: str) -> SharedRate | None:
+        self._check()
+        return self.records.get(scope)
+
+    async def save(
+        self, scope: str, state: dict[str, Any], reason: str, expect_seq: int
+    ) -> tuple[bool, SharedRate]:
+        self._check()
+        current = self.records.get(scope)
+        if (current.seq if current else 0) != expect_seq:
+            assert current is not None
+            return False, current
+        self.saves += 1
+        record = SharedRate(expect_seq + 1, dict(state), reason, self.clock.time())
+        self.records[scope] = record
+        return True, record
+
+    async def all(self) -> dict[str, SharedRate]:
+        self._check()
+        return dict(self.records)

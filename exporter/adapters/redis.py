@@ -20,6 +20,7 @@ from exporter.adapters.redis_ledger import RedisLedger
 from exporter.adapters.redis_limiter import RedisRateLimiter
 from exporter.adapters.redis_migration import RedisMigrations
 from exporter.adapters.redis_queue import STALE_CONSUMER_SECONDS, RedisQueue
+from exporter.adapters.redis_rates import RedisRateStates
 from exporter.clock import SystemClock
 from exporter.ports import Clock
 
@@ -33,10 +34,11 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 class RedisBackend:
-    """The queue, the ledger, campaigns, migration steps and rate limiters of one deployment (one key prefix,
+    """The queue, the ledger, campaigns, migration steps, rate limiters and
+    learned rates of one deployment (one key prefix,
     one consumer group)."""
 
-    __slots__ = ("_clock", "_conn", "campaigns", "ledger", "migrations", "queue")
+    __slots__ = ("_clock", "_conn", "campaigns", "ledger", "migrations", "queue", "rates")
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class RedisBackend:
         self.ledger = RedisLedger(conn, clock=clock)
         self.campaigns = RedisCampaigns(conn)
         self.migrations = RedisMigrations(conn)
+        self.rates = RedisRateStates(conn)
 
     def __repr__(self) -> str:
         return f"<RedisBackend prefix={self._conn.prefix!r}>"

@@ -17,6 +17,8 @@ from exporter.adapters.sqlite_db import BUSY_TIMEOUT, SqliteDatabase
 from exporter.adapters.sqlite_ledger import SqliteLedger
 from exporter.adapters.sqlite_migration import SqliteMigrations
 from exporter.adapters.sqlite_queue import SqliteQueue
+from exporter.adapters.sqlite_rates import SqliteRateStates
+from exporter.clock import SystemClock
 from exporter.ports import Clock
 
 __all__ = ["SqliteBackend", "open_sqlite", "sqlite_path_from_url"]
@@ -24,13 +26,15 @@ __all__ = ["SqliteBackend", "open_sqlite", "sqlite_path_from_url"]
 
 @dataclass(frozen=True, slots=True)
 class SqliteBackend:
-    """The queue, the ledger, the campaign records and the migration steps sharing one file and one writer
+    """The queue, the ledger, the campaign records, the migration steps and
+    the learned rates sharing one file and one writer
     thread."""
 
     queue: SqliteQueue
     ledger: SqliteLedger
     campaigns: SqliteCampaigns
     migrations: SqliteMigrations
+    rates: SqliteRateStates
     database: SqliteDatabase
 
     @property
@@ -75,6 +79,7 @@ async def open_sqlite(
             ledger=SqliteLedger(database, clock),
             campaigns=SqliteCampaigns(database),
             migrations=SqliteMigrations(database),
+            rates=SqliteRateStates(database, clock or SystemClock()),
             database=database,
         )
     finally:

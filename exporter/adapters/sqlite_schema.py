@@ -9,7 +9,7 @@ from exporter.errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 # Version 1. Times are seconds since the epoch from the injected Clock. `visible_at` alone decides
 # whether a message can be claimed: enqueue time when new, `now + delay` after a nack, `now + lease`
@@ -115,11 +115,23 @@ CREATE TABLE migration_snapshots (
     names    TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+# Version 5: the rate each DLI endpoint's limiter learned (EXPORTER_RATE_LIMIT=auto), so a restart starts
+# from it; `seq` is the compare-and-set, `state` the controller's snapshot (JSON).
+_SCHEMA_V5: Final = """
+CREATE TABLE rate_states (
+    scope    TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL,
+    state    TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    saved_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
 _MIGRATIONS: Final = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
     4: _SCHEMA_V4,
+    5: _SCHEMA_V5,
 }  # version -> script that brings version-1 up to it
 
 

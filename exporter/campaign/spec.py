@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from exporter.errors import InvalidInput
 from exporter.intake import parse_id_lines
-from exporter.routes import OnConflict, RegionRoute, check_endpoint
+from exporter.routes import OnConflict, RateLimit, RegionRoute, check_endpoint
 from exporter.rules import MAX_JOB_ID
 
 __all__ = [
@@ -130,7 +130,7 @@ class RegionSpec(BaseModel):
 
     dli_endpoint: str | None = None
     obs_endpoint: str | None = None
-    rate_limit: float | None = Field(default=None, gt=0, le=100_000)
+    rate_limit: RateLimit | None = None
 
 
 def _endpoint(explicit: str | None, template: str, region: str) -> str:

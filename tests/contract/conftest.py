@@ -70,6 +70,7 @@ class Contract:
     open_unreachable: Callable[[], AbstractAsyncContextManager[Any]] | None = None
     campaigns: Any = None  # the backend's CampaignStore (the fakes have none)
     migrations: Any = None  # the backend's MigrationLedger (the fakes' is FakeMigrationLedger)
+    rates: Any = None  # the backend's RateStates (learned rates)
 
     async def elapse(self, seconds: float) -> None:
         """Let `seconds` pass for the backend (manual clock, plus a real wait when it reads its own)."""
@@ -103,6 +104,7 @@ async def _sqlite(path: Path, clock: ManualClock) -> AsyncIterator[Contract]:
             closed,
             backend.campaigns,
             backend.migrations,
+            backend.rates,
         )
 
 
@@ -153,6 +155,7 @@ async def _redis(clock: ManualClock) -> AsyncIterator[Contract]:
                     unreachable,
                     backend.campaigns,
                     backend.migrations,
+                    backend.rates,
                 )
             finally:
                 await backend.purge()

@@ -494,7 +494,7 @@ def test_unknown_keys_and_wrong_types_are_all_reported(tmp_path: Path) -> None:
     )
     assert problems == [
         "chunk_size: Input should be less than or equal to 1000",
-        "regions.ap-southeast-1.rate_limit: Input should be greater than 0",
+        "regions.ap-southeast-1.rate_limit: must be greater than 0 and at most 100000 (requests/s), or auto",
         "regions.ap-southeast-1.dli: unknown key (known: dli_endpoint, obs_endpoint, rate_limit)",
         f"targets[0].job_id: unknown key (known: {target_keys})",
         "targets[1].job_ids[0]: Input should be greater than or equal to 1",
