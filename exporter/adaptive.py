@@ -158,6 +158,7 @@ class RateController:
             "w_max": self._w_max,
             "trusted": self.trusted,
             "ceiling": self.ceiling,
+            "stated": self.stated_per_second,  # for people (status); restore() derives it from ceiling
         }
 
     @property

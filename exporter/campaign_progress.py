@@ -9,7 +9,7 @@ plain aligned text at its natural width, with control characters shown escaped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -28,6 +28,7 @@ from rich.table import Column
 from exporter.campaign.record import CampaignBatch
 from exporter.campaign.views import CampaignView, campaign_state, campaign_totals
 from exporter.models import BatchInfo, BatchState
+from exporter.paces import Pace, pace_json, pace_line
 from exporter.progress import eta_seconds
 from exporter.tables import print_table, printable
 
@@ -125,9 +126,14 @@ def _title(view: CampaignView) -> str:
     return f"campaign {view.record.campaign_id}: {campaign_state(view.infos)}"
 
 
-def print_campaign(console: Console, view: CampaignView, now: float) -> None:
-    """The rich table on a terminal wide enough for it, the plain table everywhere else."""
+def print_campaign(
+    console: Console, view: CampaignView, now: float, paces: Mapping[str, Pace] | None = None
+) -> None:
+    """The rich table on a terminal wide enough for it, the plain table everywhere else; then each
+    region's DLI pace (fixed, learned, or stated by its gateway)."""
     print_table(console, _HEADER, target_rows(view, now), _TEXT_COLUMNS, _title(view))
+    for region, pace in (paces or {}).items():
+        console.print(pace_line(region, pace), markup=False, highlight=False)
 
 
 def _target_entry(batch: CampaignBatch, info: BatchInfo | None, now: float) -> dict[str, Any]:
@@ -146,10 +152,14 @@ def _target_entry(batch: CampaignBatch, info: BatchInfo | None, now: float) -> d
     }
 
 
-def campaign_status_json(view: CampaignView, now: float) -> dict[str, Any]:
-    """`campaign status --json`: the same numbers as the table, unformatted, one entry per target."""
+def campaign_status_json(
+    view: CampaignView, now: float, paces: Mapping[str, Pace] | None = None
+) -> dict[str, Any]:
+    """`campaign status --json`: the same numbers as the table, unformatted, one entry per target, and
+    each region's DLI pace."""
     infos = view.infos
     return {
+        "paces": {region: pace_json(pace) for region, pace in (paces or {}).items()},
         "campaign_id": view.record.campaign_id,
         "state": campaign_state(infos),
         "totals": campaign_totals(infos),

@@ -30,9 +30,9 @@ class SharedRate:
 
     @property
     def stated_limit(self) -> float | None:
-        """The pace derived from the last limit a 429 stated, when the record trusts one."""
-        ceiling = self.state.get("ceiling")
-        return float(ceiling) if isinstance(ceiling, int | float) else None
+        """The limit (requests/s) the last trusted 429 stated, before the headroom; None: none stated."""
+        stated = self.state.get("stated")
+        return float(stated) if isinstance(stated, int | float) else None
 
 
 class RateStates(Protocol):

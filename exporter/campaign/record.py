@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from exporter.ports import ReportFile
+from exporter.routes import RateLimit
 
 __all__ = ["CampaignBatch", "CampaignRecord", "CampaignReportWriter", "CampaignStore"]
 
@@ -26,6 +27,8 @@ class CampaignBatch(BaseModel):
     region: str | None = None
     project_id: str
     obs_dir: str
+    dli_endpoint: str | None = None  # None: EXPORTER_DLI_ENDPOINT (and records from before it was kept)
+    rate_limit: RateLimit | None = None  # the region's gateway limit; None: EXPORTER_RATE_LIMIT
 
 
 class CampaignRecord(BaseModel):

@@ -53,6 +53,8 @@ def _record(plan: CampaignPlan, now: float) -> CampaignRecord:
             region=r.region.name if r.region else None,
             project_id=r.project_id,
             obs_dir=r.obs_dir,
+            dli_endpoint=r.region.dli_endpoint if r.region else None,
+            rate_limit=r.region.rate_limit if r.region else None,
         )
         for r in plan.requests
     ]

@@ -20,6 +20,7 @@ from exporter.migration.report import (
     migration_totals,
 )
 from exporter.models import BatchInfo
+from exporter.paces import endpoint_paces, pace_line
 from exporter.progress import batch_lines, follow_progress, print_batches
 from exporter.report import report_rows, stream_report
 from exporter.settings import Settings
@@ -48,7 +49,7 @@ def status(
     async def go() -> None:
         async with open_stores(settings) as stores:
             if batch_id is None:
-                await _overview(stores, campaign, as_json=as_json)
+                await _overview(stores, settings, campaign, as_json=as_json)
             elif as_json:
                 click.echo((await require_batch(stores.ledger, batch_id, settings)).model_dump_json())
             else:
@@ -85,14 +86,18 @@ async def _migration_line(stores: Stores, info: BatchInfo) -> str:
     )
 
 
-async def _overview(stores: Stores, campaign: str | None, *, as_json: bool) -> None:
-    """Every recent batch (or a campaign's), as a table with a total row or as a JSON list."""
+async def _overview(stores: Stores, settings: Settings, campaign: str | None, *, as_json: bool) -> None:
+    """Every recent batch (or a campaign's), as a table with a total row or as a JSON list; then the
+    pace of each DLI endpoint (fixed, or what the replicas learned)."""
     batches = [b for b in await stores.ledger.list_batches() if campaign in (None, b.campaign)]
     if as_json:
         click.echo(json.dumps([b.model_dump(mode="json") for b in batches]))
         return
     title = f"campaign {campaign}" if campaign else None
-    print_batches(Console(), batches, time.time(), title)
+    console = Console()
+    print_batches(console, batches, time.time(), title)
+    for pace in endpoint_paces(settings, await stores.rates.all()):
+        console.print(pace_line(pace.endpoint, pace), markup=False, highlight=False)
 
 
 @click.command()

@@ -14,7 +14,7 @@ from exporter.rate_states import SharedRate
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not importable at run time
     from tests.contract.conftest import Contract
 
-STATE = {"version": 1, "rate": 38.8, "w_max": 40.0, "trusted": True, "ceiling": 38.8}
+STATE = {"version": 1, "rate": 38.8, "w_max": 40.0, "trusted": True, "ceiling": 38.8, "stated": 40.0}
 
 
 async def test_nothing_learned_yet(backend: Contract) -> None:
@@ -35,7 +35,7 @@ async def test_a_first_write_lands_and_is_read_back(backend: Contract) -> None:
         STATE,
         "stated_limit",
         38.8,
-        38.8,
+        40.0,
     )
 
 

@@ -19,6 +19,7 @@ from support import free_port
 from exporter.app import open_stores
 from exporter.devstack import settings_env
 from exporter.models import BatchRequest, BatchState
+from exporter.regions import limiter_scope
 from exporter.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -68,14 +69,14 @@ async def replicas(
 
 
 async def submit_campaign(
-    settings: Settings, bucket: str, batches: int = BATCHES, per_batch: int = PER_BATCH
+    settings: Settings, bucket: str, batches: int = BATCHES, per_batch: int = PER_BATCH, prefix: str = "r"
 ) -> list[str]:
     ids = []
     async with open_stores(settings) as stores:
         from exporter.submission import submit_batch
 
         for number in range(batches):
-            batch_id = f"r{number}"
+            batch_id = f"{prefix}{number}"
             first = number * per_batch + 1
             request = BatchRequest(
                 batch_id=batch_id,
@@ -222,3 +223,41 @@ async def test_replicas_under_503s_never_share_a_chunk_nor_lose_a_row(stack: Any
     reports = [json.loads((settings.report_dir / f"{b}.json").read_text()) for b in batch_ids]
     assert all(r["state"] == "completed" and r["totals"]["pending"] == 0 for r in reports)
     assert all(row["state"] == "verified" for r in reports for row in r["chunks"])
+
+
+async def test_three_replicas_learn_one_rate_and_a_new_replica_starts_from_it(stack: Any) -> None:
+    """EXPORTER_RATE_LIMIT=auto on Redis: the replicas climb one shared rate from 5/s, the first 429
+    states the limit, and all of them pace under it (a handful of 429s in all, not a handful each); a
+    replica started afterwards paces at the learned rate before any 429 of its own."""
+    faults = {"rate_limit": RATE, "latency_ms": 30, "latency_jitter_ms": 20}
+    async with on_redis(stack, faults, 5 * PER_BATCH, rate_limit="auto", rate_start=5) as prepared:
+        s, settings, env = prepared
+        batch_ids = await submit_campaign(settings, s.bucket, batches=4)
+        async with replicas(env, 3):
+            await wait_until(settings, batch_ids, 1.0, total=4 * PER_BATCH)
+        throttled = s.simulator.stats()["throttled"]
+        assert throttled <= 6, throttled  # the crossing of the limit, seen by requests already in flight
+        scope = limiter_scope(s.settings.dli_endpoint or "")
+        async with open_stores(settings) as stores:
+            record = await stores.rates.load(scope)
+        assert record is not None and record.stated_limit == RATE
+        assert record.rate == pytest.approx(RATE * 0.9)  # the test's 10% headroom
+        (late,) = await submit_campaign(
+            settings, s.bucket, batches=1, per_batch=PER_BATCH // 5, prefix="late"
+        )
+        async with replicas(env, 1) as ((_, port),):
+            await wait_until(settings, [late], 1.0, total=PER_BATCH // 5)
+            pace = await gauge(port, "exporter_rate_limit_per_second", scope)
+        assert pace == pytest.approx(RATE * 0.9)
+        assert s.simulator.stats()["throttled"] == throttled  # it knew the limit without a 429
+
+
+async def gauge(port: int, name: str, endpoint: str) -> float:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    prefix = f'{name}{{endpoint="{endpoint}"}} '
+    (value,) = [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
+    return float(value)

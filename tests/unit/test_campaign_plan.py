@@ -303,6 +303,19 @@ def test_bad_region_names_and_endpoints(tmp_path: Path) -> None:
     ]
 
 
+def test_a_region_may_learn_its_rate_limit(tmp_path: Path) -> None:
+    """`rate_limit = "auto"` travels with the batch (in any case), so the daemon learns that region's."""
+    head = 'campaign_id = "c1"\nobs_dir = "bucket"\n[regions.eu-west-1]\nrate_limit = "AUTO"\n'
+    text = campaign(target(region='"eu-west-1"', project_id='"p1"', job_ids="[1]"), head=head)
+    (request,) = plan_file(write(tmp_path, text)).requests
+    assert request.region is not None and request.region.rate_limit == "auto"
+    assert RegionRoute.model_validate_json(request.region.model_dump_json()).rate_limit == "auto"
+    bad = head.replace('"AUTO"', '"fast"')
+    assert problems_of(
+        write(tmp_path, campaign(target(region='"eu-west-1"', project_id='"p1"', job_ids="[1]"), head=bad))
+    ) == ["regions.eu-west-1.rate_limit: must be a number of requests/s, or auto"]
+
+
 def test_unused_declared_regions_are_not_in_the_plan(tmp_path: Path) -> None:
     head = 'campaign_id = "c1"\nobs_dir = "bucket"\n[regions.eu-west-1]\nrate_limit = 5\n'
     plan = plan_file(write(tmp_path, campaign(target(project_id='"p1"', job_ids="[1]"), head=head)))
