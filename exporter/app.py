@@ -33,6 +33,7 @@ from exporter.dli.signer import Credentials
 from exporter.errors import ConfigError
 from exporter.http import create_http_app
 from exporter.http_campaigns import add_campaign_routes
+from exporter.http_status import add_status_page
 from exporter.iam import discovered_targets, list_projects
 from exporter.logs import log_asyncio_exception, log_tasks
 from exporter.migration.ports import MigrationLedger
@@ -284,6 +285,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
                 report_dir=str(settings.report_dir),
                 migrations=runtime.stores.migrations,
             )
+            add_status_page(app, runtime.stores.queue, runtime.stores.ledger, runtime.stores.campaigns)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()

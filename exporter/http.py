@@ -18,6 +18,7 @@ from exporter.errors import Conflict, InvalidInput, StoreUnavailable
 from exporter.intake import build_request, new_batch_id
 from exporter.models import BatchRequest
 from exporter.ports import BatchQueue, Ledger
+from exporter.scrape import refresh_on_scrape
 from exporter.settings import Settings
 from exporter.submission import submit_batch
 
@@ -101,7 +102,8 @@ class _Endpoints:
             return web.json_response({"ready": False, "reason": "draining"}, status=503)
         return web.json_response({"ready": True, "queue_depth": depth})
 
-    async def prometheus(self, _: web.Request) -> web.Response:
+    async def prometheus(self, request: web.Request) -> web.Response:
+        await refresh_on_scrape(request.app, self._queue, ready=self._readiness.ready)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -18,10 +18,12 @@ from exporter.campaign import PlanDefaults, campaign_from_json, plan_campaign
 from exporter.campaign.record import CampaignStore
 from exporter.campaign.submission import submit_campaign
 from exporter.campaign.views import campaign_report, load_view
+from exporter.campaign_metrics import CampaignGauges
 from exporter.errors import InvalidInput
 from exporter.http import SUBMISSION_ERRORS, refusal
 from exporter.migration.ports import MigrationLedger
 from exporter.ports import BatchQueue, Ledger
+from exporter.scrape import add_scrape_hook
 
 __all__ = ["add_campaign_routes"]
 
@@ -96,6 +98,7 @@ def add_campaign_routes(
     migrations: MigrationLedger | None = None,
 ) -> None:
     endpoints = _CampaignEndpoints(campaigns, queue, ledger, defaults, report_dir, migrations)
+    add_scrape_hook(app, CampaignGauges(campaigns, ledger).refresh)  # exporter_campaign_jobs on /metrics
     app.add_routes(
         [
             web.post("/campaigns", endpoints.submit),

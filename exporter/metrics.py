@@ -13,6 +13,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "BUGS",
+    "CAMPAIGN_JOBS",
     "CHUNKS",
     "DEAD_LETTERS",
     "DLI_LATENCY",
@@ -24,6 +25,7 @@ __all__ = [
     "QUEUE_DEPTH",
     "RATE",
     "RATE_LIMIT_WAIT",
+    "READY",
     "REGISTRY",
     "STALE_SAVES",
     "STATED_LIMIT",
@@ -115,6 +117,19 @@ LEASES_LOST = Counter(
     registry=REGISTRY,
 )
 DUPLICATE_IDS = Counter("exporter_duplicate_job_ids", "Repeated job IDs dropped at intake", registry=REGISTRY)
+
+READY = Gauge(
+    "exporter_ready",
+    "1 while this replica takes work (queue reachable, not draining), as /readyz says; set on each scrape",
+    registry=REGISTRY,
+)
+CAMPAIGN_JOBS = Gauge(
+    "exporter_campaign_jobs",
+    "Jobs of each campaign by state (total, verified, failed, pending): unfinished campaigns and the few "
+    "most recent finished ones, read from the stores on each scrape",
+    ["campaign", "state"],
+    registry=REGISTRY,
+)
 
 
 @functools.lru_cache(maxsize=1024)
