@@ -293,11 +293,19 @@ def _plot_migration(result: BenchResult, path: Path) -> None:
     plot_migration(result, path)
 
 
+def _plot_adaptive(result: BenchResult, path: Path) -> None:
+    """Learned pace against each limit, stated and unstated; drawn by the benchmark's module."""
+    from bench.adaptive import plot_adaptive
+
+    plot_adaptive(result, path)
+
+
 _PLOTTERS: dict[str, Callable[[BenchResult, Path], None]] = {
     "rate_limit": _plot_rate_limit,
     "memory": _plot_memory,
     "campaign": _plot_campaign,
     "migration": _plot_migration,
+    "adaptive": _plot_adaptive,
 }
 
 

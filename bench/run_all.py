@@ -26,6 +26,7 @@ BENCHMARKS = (
     "crash",
     "campaign",
     "migration",
+    "adaptive",
 )
 LIMIT_SECONDS = 300
 

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     # --- rate and concurrency ---------------------------------------------------------------------------
     rate_limit: float | Literal["auto"] = Field(
-        default=10.0, description="requests/s to DLI, all replicas; auto: learn it from the gateway"
+        default="auto", description="requests/s to DLI, all replicas; auto: learn it from the gateway"
     )
     rate_start: float = Field(default=5.0, gt=0, le=100_000, description="auto: the first pace")
     rate_min: float = Field(default=1.0, gt=0, le=100_000, description="auto: never slower")

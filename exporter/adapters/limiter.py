@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.clock import SystemClock
+from exporter.clock import SystemClock, sleep_unless
 from exporter.ports import Clock
 
 __all__ = ["LocalRateLimiter", "ReleaseSpacer", "next_tat"]
@@ -67,10 +67,12 @@ class LocalRateLimiter:
 
     __slots__ = (
         "_burst",
+        "_changed",
         "_clock",
         "_interval",
         "_line",
         "_paused_until",
+        "_served",
         "_slack",
         "_spacer",
         "_tat",
@@ -92,16 +94,28 @@ class LocalRateLimiter:
         self._tat = float("-inf")  # theoretical arrival time of the next request (GCRA)
         self._paused_until = float("-inf")
         self._waiting = 0
+        self._served = 0  # slots taken so far: how far the line moved while a caller slept
+        self._changed: asyncio.Event | None = None  # set when the pace changes (adaptive use only)
         self._line = asyncio.Lock()  # FIFO turns: only the caller holding it takes a slot
         self._spacer = ReleaseSpacer(0.0, self._clock)
-        self.set_rate(rate)
+        self._pace(rate)
 
     @property
     def rate(self) -> float:
         return 1.0 / self._interval
 
     def set_rate(self, rate: float) -> None:
-        """Pace at `rate` from the next slot on (slots already taken stay where they are)."""
+        """Pace at `rate` from the next slot on (slots already taken stay where they are); callers
+        sleeping towards their turn reckon it again at the new pace."""
+        old_interval = self._interval
+        self._pace(rate)
+        if self._tat > self._clock.monotonic():  # the next slot: one new interval after the last release
+            self._tat += self._interval - old_interval
+        previous, self._changed = self._changed, asyncio.Event()
+        if previous is not None:
+            previous.set()
+
+    def _pace(self, rate: float) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._interval = 1.0 / rate
@@ -124,20 +138,36 @@ class LocalRateLimiter:
     async def acquire(self) -> float:
         """Wait for one request slot; return the seconds waited."""
         began = self._clock.monotonic()
-        ahead = self._waiting
+        ahead, served = self._waiting, self._served
         self._waiting += 1
         try:
-            if ahead and (early := self._expected(ahead) - began) > 0:
-                await self._clock.sleep(early)  # towards our turn now, rather than once theirs are over
+            await self._towards_turn(ahead, served)
             async with self._line:
                 waited = bool(ahead)
                 while (wait := self._take(waited=waited)) > 0:  # a 429 meanwhile just waits longer
                     waited = True
-                    await self._clock.sleep(wait)
+                    await self._nap(wait)
                 await self._spacer.space()
             return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
+
+    async def _towards_turn(self, ahead: int, served: int) -> None:
+        """Sleep until our slot would come if each caller ahead went on time (towards our turn now,
+        rather than once theirs are over); a pace change meanwhile wakes us to reckon it again."""
+        while (remaining := ahead - (self._served - served)) > 0:
+            early = self._expected(remaining) - self._clock.monotonic()
+            if early <= 0:
+                return
+            if not await self._nap(early):
+                return
+
+    async def _nap(self, seconds: float) -> bool:
+        """Sleep `seconds`; True when a pace change cut it short (a fixed pace sleeps it through)."""
+        if self._changed is None:
+            await self._clock.sleep(seconds)
+            return False
+        return await sleep_unless(self._clock, seconds, self._changed)
 
     def _expected(self, ahead: int) -> float:
         """When a caller with `ahead` callers in front gets its slot if each of them goes on time."""
@@ -150,6 +180,7 @@ class LocalRateLimiter:
         if now < earliest:
             return earliest - now
         self._tat = next_tat(self._tat, now, self._interval, self._slack if waited else 0.0)
+        self._served += 1
         return 0.0
 
     async def pause(self, seconds: float, message: str = "") -> None:

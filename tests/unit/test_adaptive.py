@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -86,22 +87,39 @@ def test_restated_limit_means_a_shared_budget_so_search_below_it() -> None:
     adjustment = ctl.on_throttled(5.0, StatedLimit(40, 1.0, "user"))
     assert adjustment is not None
     assert adjustment.reason == "throttled"
-    assert adjustment.new == pytest.approx(36.0 * 0.7)
+    assert adjustment.new == pytest.approx(36.0 * 0.9)
     assert not ctl.trusted
     for step in range(1, 2000):
         ctl.on_success(5.0 + step / 10)
     assert ctl.rate == pytest.approx(36.0)  # the stated pace stays a ceiling
 
 
-def test_unstated_throttle_decreases_by_beta_and_remembers_w_max() -> None:
+def test_the_first_unstated_throttle_ends_slow_start_at_what_the_window_held() -> None:
+    """Doubling per second, the sliding window held rate x (1 - 1/2) / ln 2 when it refused."""
+    ctl = controller(start=5.0)
+    ctl.on_success(0.0)
+    for step in range(1, 41):
+        ctl.on_success(step / 10)
+    assert ctl.rate == pytest.approx(5.0 * 2**4)  # four seconds of slow start
+    adjustment = ctl.on_throttled(4.05, None)
+    assert adjustment is not None and adjustment.reason == "throttled"
+    estimate = 80.0 * 0.5 / math.log(2)
+    assert adjustment.new == pytest.approx(0.9 * estimate)
+    assert not ctl.slow_start
+
+
+def test_unstated_throttle_decreases_by_beta_and_comes_back_in_one_cycle() -> None:
     ctl = controller(start=100.0)
+    ctl.slow_start = False
     adjustment = ctl.on_throttled(0.0, None)
     assert adjustment is not None
     assert (adjustment.old, adjustment.reason) == (100.0, "throttled")
-    assert adjustment.new == pytest.approx(70.0)
-    k = (100.0 * 0.3 / 0.4) ** (1 / 3)
-    ctl.on_success(k)
-    assert ctl.rate == pytest.approx(100.0)  # back at W_max after K seconds
+    assert adjustment.new == pytest.approx(90.0)
+    ctl.on_success(0.1)  # anchors the curve at 90/s
+    ctl.on_success(6.1)
+    assert 90.0 < ctl.rate < 99.0  # the cubic: fast at first, flat near W_max
+    ctl.on_success(12.1)
+    assert ctl.rate == pytest.approx(100.0)  # back at W_max after K = 12 s, whatever W_max is
 
 
 def test_success_changes_rate_at_most_every_update_interval() -> None:
@@ -157,11 +175,12 @@ def test_restored_replica_resumes_probing_from_the_shared_rate() -> None:
     ctl.on_throttled(0.0, None)
     other = controller()
     other.restore(ctl.snapshot())
-    assert other.rate == pytest.approx(7.0)
+    expected = 10.0 * 0.5 / math.log(2) * 0.9  # slow start ended at the first throttle
+    assert other.rate == pytest.approx(expected) and not other.slow_start
     other.on_success(500.0)  # another process's clock: the curve re-anchors, no jump
-    assert other.rate == pytest.approx(7.0)
+    assert other.rate == pytest.approx(expected)
     other.on_success(501.0)
-    assert 7.0 < other.rate < 10.0
+    assert expected < other.rate < expected / 0.9
 
 
 def test_unknown_snapshot_version_is_ignored() -> None:

@@ -237,3 +237,29 @@ async def test_set_rate_paces_at_the_new_rate_from_the_next_slot() -> None:
     assert min(gaps[1:]) >= 0.025 - 1e-9 and max(gaps[1:]) <= 0.025 + 1e-9
     with pytest.raises(ValueError, match="positive"):
         limiter.set_rate(0)
+
+
+async def test_callers_already_waiting_take_up_a_faster_pace_at_once() -> None:
+    """20 callers queued at 1/s, then the pace becomes 100/s half a second in: they are all out within
+    a fifth of a second of the change, not at the 1/s slots they expected when they arrived (with an
+    adaptive pace, a climb was otherwise held back by the line formed at the old pace)."""
+    clock = VirtualClock()
+    limiter = LocalRateLimiter(1, 1, clock)
+    limiter.set_rate(1)  # an adaptive limiter's pace is set from outside
+    times: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        times.append(clock.monotonic())
+
+    async def speed_up() -> None:
+        await clock.sleep(0.5)
+        limiter.set_rate(100)
+
+    async with clock.running():
+        await asyncio.gather(speed_up(), *(one() for _ in range(20)))
+    start = 1_000.0
+    assert max(times) <= start + 0.5 + 0.2
+    ordered = sorted(times)
+    assert min(b - a for a, b in itertools.pairwise(ordered[1:])) >= 0.005 - 1e-9  # the spacer's half slot
+    assert max_in_window(ordered[1:], 0.1) <= 10 + 1  # and the new pace on average
