@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import Gauge
 
 from exporter import metrics
-from exporter.campaign.record import CampaignStore
+from exporter.campaign.record import CampaignRecord, CampaignStore
 from exporter.campaign.views import load_view
 from exporter.errors import StoreUnavailable
 from exporter.models import BatchInfo
 from exporter.ports import BatchQueue, Clock, DeadLetter, Ledger
+from exporter.regions import limiter_scope
 from exporter.status_model import (
     CampaignRow,
     EndpointRate,
@@ -59,14 +60,26 @@ def _gauge_values(gauge: Gauge) -> dict[str, float]:
     }
 
 
-def endpoint_rates() -> list[EndpointRate]:
-    """Each DLI endpoint this process paces: its pace, and the limit a 429 stated (0 means none)."""
+def endpoint_rates(regions: Mapping[str, tuple[str, ...]] | None = None) -> list[EndpointRate]:
+    """Each DLI endpoint this process paces: its pace, the limit a 429 stated (0 means none), and the
+    campaign regions that run on it (`regions`: limiter scope -> names)."""
     paces = _gauge_values(metrics.RATE)
     stated = _gauge_values(metrics.STATED_LIMIT)
+    named = regions or {}
     return [
-        EndpointRate(endpoint, paces.get(endpoint), stated.get(endpoint) or None)
+        EndpointRate(endpoint, paces.get(endpoint), stated.get(endpoint) or None, named.get(endpoint, ()))
         for endpoint in sorted(paces.keys() | stated.keys())
     ]
+
+
+def endpoint_regions(records: Iterable[CampaignRecord]) -> dict[str, tuple[str, ...]]:
+    """Limiter scope (`host:port`, as the gauges label it) -> the region names campaigns route there."""
+    found: dict[str, set[str]] = {}
+    for record in records:
+        for batch in record.batches:
+            if batch.dli_endpoint and batch.region:
+                found.setdefault(limiter_scope(batch.dli_endpoint), set()).add(batch.region)
+    return {scope: tuple(sorted(names)) for scope, names in found.items()}
 
 
 @dataclass(slots=True)
@@ -107,6 +120,9 @@ class StatusSource:
         now = self._clock.time()
         problems: list[str] = []
         batches = await self._read("batches", self._ledger.list_batches(self._limits.batches), [], problems)
+        records = await self._read(
+            "campaigns", self._campaigns.list_campaigns(self._limits.campaigns), [], problems
+        )
         search = _Search(self._limits.failures, self._limits.chunks_read, [])
         await self._read("failures", self._failures(batches, search), None, problems)
         letters = await self._read("dead letters", self._queue.dead_letters(), [], problems)
@@ -114,9 +130,9 @@ class StatusSource:
         return StatusSnapshot(
             now=now,
             queue_depth=await self._read("queue depth", self._queue.depth(), None, problems),
-            campaigns=await self._read("campaigns", self._campaign_rows(now), [], problems),
+            campaigns=await self._read("campaigns", self._campaign_rows(records, now), [], problems),
             batches=[batch_row(info, now) for info in batches],
-            rates=endpoint_rates(),
+            rates=endpoint_rates(endpoint_regions(records)),
             failures=search.rows,
             failures_cut=search.cut,
             dead_letters=shown_letters,
@@ -135,8 +151,7 @@ class StatusSource:
             problems.append(f"{part}: no answer from the queue/ledger within {self._limits.read_seconds:g} s")
         return fallback
 
-    async def _campaign_rows(self, now: float) -> list[CampaignRow]:
-        records = await self._campaigns.list_campaigns(self._limits.campaigns)
+    async def _campaign_rows(self, records: list[CampaignRecord], now: float) -> list[CampaignRow]:
         return [campaign_row(await load_view(record, self._ledger), now) for record in records]
 
     async def _failures(self, batches: list[BatchInfo], search: _Search) -> None:

@@ -104,6 +104,7 @@ class EndpointRate:
     endpoint: str
     pace: float | None
     stated: float | None
+    regions: tuple[str, ...] = ()  # the campaign regions on this endpoint, for people
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,13 +179,15 @@ def _batches(rows: Sequence[BatchRow]) -> Markup:
 
 def _rate_cells(rate: EndpointRate) -> list[str]:
     pace = "" if rate.pace is None else f"{rate.pace:.2f}/s"
+    regions = ", ".join(rate.regions)
     if rate.stated is None:
-        return [rate.endpoint, pace, "none stated", ""]
+        return [rate.endpoint, regions, pace, "none stated", ""]
     share = (rate.pace or 0.0) / rate.stated if rate.stated > 0 else 0.0
     over = share > 1  # above what the gateway stated: red
     shown = _bar(0.0 if over else share, 1.0 if over else 0.0, f"pace at {100 * share:.0f}% of the limit")
     return [
         rate.endpoint,
+        regions,
         pace,
         f"{rate.stated:g}/s",
         tag("span", shown, f"{100 * share:.0f}%", class_="rate"),
@@ -193,7 +195,7 @@ def _rate_cells(rate: EndpointRate) -> list[str]:
 
 
 def _rates(rates: Sequence[EndpointRate]) -> Markup:
-    header = ("DLI endpoint", "pace (requests/s)", "limit a 429 stated", "pace / limit")
+    header = ("DLI endpoint", "regions", "pace (requests/s)", "limit a 429 stated", "pace / limit")
     return _table(header, [_rate_cells(rate) for rate in rates], "No DLI endpoint used yet.")
 
 

@@ -18,7 +18,7 @@ from exporter.html_safe import Markup, tag, text
 from exporter.models import BatchInfo, BatchState, ChunkRecord, ChunkState, ErrorInfo, Segment, Totals
 from exporter.ports import DeadLetter
 from exporter.progress import eta_seconds
-from exporter.status_data import PageLimits, StatusSource, endpoint_rates
+from exporter.status_data import PageLimits, StatusSource, endpoint_rates, endpoint_regions
 from exporter.status_model import (
     BatchRow,
     CampaignRow,
@@ -178,6 +178,38 @@ def test_rates_show_pace_against_the_stated_limit() -> None:
     assert "9.70/s" in page.text and "10/s" in page.text and "97%" in page.text
     assert "none stated" in page.text and "120%" in page.text
     assert 'class="bad" style="width:100.00%"' in source
+
+
+def test_each_endpoint_names_the_campaign_regions_that_run_on_it() -> None:
+    def batch(region: str | None, endpoint: str | None, project: str) -> CampaignBatch:
+        return CampaignBatch(
+            batch_id=f"c.{region}.{project}",
+            region=region,
+            project_id=project,
+            obs_dir="b",
+            dli_endpoint=endpoint,
+        )
+
+    record = CampaignRecord(
+        campaign_id="c",
+        identity="x",
+        created_at=0.0,
+        batches=[
+            batch("eu-west-1", "https://dli.eu-west-1.example", "p1"),
+            batch("eu-west-1", "https://dli.eu-west-1.example", "p2"),
+            batch("eu-west-2", "https://dli.eu-west-1.example", "p1"),  # one gateway, two names
+            batch("ap-1", "http://127.0.0.1:9000", "p1"),
+            batch(None, None, "p3"),  # the default endpoint: named by nothing
+        ],
+    )
+    assert endpoint_regions([record]) == {
+        "dli.eu-west-1.example:443": ("eu-west-1", "eu-west-2"),
+        "127.0.0.1:9000": ("ap-1",),
+    }
+    page = Page(
+        render_status(StatusSnapshot(now=0.0, rates=[EndpointRate("127.0.0.1:9000", 5.0, None, ("ap-1",))]))
+    )
+    assert "127.0.0.1:9000" in page.text and "ap-1" in page.text
 
 
 def test_durations_read_like_a_clock() -> None:
