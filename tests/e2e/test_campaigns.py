@@ -34,6 +34,8 @@ FAST = {
     "rate_headroom": 0.1,
     "concurrency": 8,
     "lease_seconds": 3,
+    # region-a's gateway is EXPORTER_DLI_ENDPOINT's: one gateway, one limiter, at EXPORTER_RATE_LIMIT
+    "rate_limit": LIMITS["region-a"],
 }
 JOBS = 1000  # region-b's target is `all = true`: every job of its project
 
