@@ -9,7 +9,9 @@ ZIPs that appear late or never, and fixed permanent errors (`list_error`, `expor
 This module wires the pieces together; each lives in a module of its own:
 `gateway` (middlewares, and the order of events of a DLI call), `auth` (signatures and tokens),
 `export`, `listing`, `detail` and `importing` (the DLI APIs; `import_source` reads the imported ZIPs),
-`projects` (the target projects' job store), `iam` (IAM's project listing), `bodies` (request bodies),
+`projects` (the target projects' job store), `iam` (IAM's project listing), `tokens` (IAM's tokens),
+`metadata` (the instance metadata service's temporary keys), `keys` (which keys and tokens are valid now),
+`bodies` (request bodies),
 `store` (ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and counters), `answers`.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +31,17 @@ from aiobotocore.config import AioConfig
 from aiohttp import web
 
 from exporter.simulator.answers import reset_connection
-from exporter.simulator.control import get_faults, get_project_jobs, get_stats, post_faults, post_reset
+from exporter.simulator.control import (
+    disable_key,
+    expire_tokens,
+    get_faults,
+    get_keys,
+    get_project_jobs,
+    get_stats,
+    post_faults,
+    post_key,
+    post_reset,
+)
 from exporter.simulator.detail import show_job
 from exporter.simulator.export import export_jobs
 from exporter.simulator.faults import FaultKnobs
@@ -36,8 +49,15 @@ from exporter.simulator.gateway import DETAIL_ROUTE, EXPORT_ROUTE, IMPORT_ROUTE,
 from exporter.simulator.iam import IAM_ROUTE, list_iam_projects
 from exporter.simulator.importing import import_jobs
 from exporter.simulator.listing import list_jobs
+from exporter.simulator.metadata import (
+    METADATA_KEY_ROUTE,
+    METADATA_TOKEN_ROUTE,
+    get_security_key,
+    put_session_token,
+)
 from exporter.simulator.settings import SimulatorSettings
 from exporter.simulator.state import STATE, SimulatorState
+from exporter.simulator.tokens import TOKENS_ROUTE, create_token
 
 __all__ = [
     "STATE",
@@ -96,14 +116,27 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.router.add_post(f"{api}/import", import_jobs, name=IMPORT_ROUTE)
     app.router.add_get(api + r"/{job_id:\d+}", show_job, name=DETAIL_ROUTE, allow_head=False)
     app.router.add_get("/v3/projects", list_iam_projects, name=IAM_ROUTE, allow_head=False)
+    app.router.add_post("/v3/auth/tokens", create_token, name=TOKENS_ROUTE)
+    app.router.add_put("/meta-data/latest/api/token", put_session_token, name=METADATA_TOKEN_ROUTE)
+    app.router.add_get(
+        "/openstack/latest/securitykey", get_security_key, name=METADATA_KEY_ROUTE, allow_head=False
+    )
+    _add_control_routes(app)
+    app.cleanup_ctx.append(_object_store)
+    return app
+
+
+def _add_control_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/faults", get_faults, name="sim_faults_get", allow_head=False)
     app.router.add_post("/_sim/faults", post_faults, name="sim_faults")
     app.router.add_get("/_sim/stats", get_stats, name="sim_stats", allow_head=False)
     app.router.add_post("/_sim/reset", post_reset, name="sim_reset")
     jobs_of = "/_sim/projects/{project_id}/jobs"
     app.router.add_get(jobs_of, get_project_jobs, name="sim_project_jobs", allow_head=False)
-    app.cleanup_ctx.append(_object_store)
-    return app
+    app.router.add_get("/_sim/keys", get_keys, name="sim_keys_get", allow_head=False)
+    app.router.add_post("/_sim/keys", post_key, name="sim_keys")
+    app.router.add_post("/_sim/keys/{label}/disable", disable_key, name="sim_key_disable")
+    app.router.add_post("/_sim/tokens/expire", expire_tokens, name="sim_tokens_expire")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,24 @@ class SimulatorHandle:
 
     def reset(self) -> None:
         self.app[STATE].reset()
+
+    def add_key(
+        self, ak: str, sk: str, *, label: str | None = None, security_token: str | None = None
+    ) -> str:
+        """Accept another key pair (a rotation begins); its label."""
+        return self.app[STATE].keys.add(ak, sk, label=label, security_token=security_token).label
+
+    def disable_key(self, label: str) -> bool:
+        """Refuse a key from now on (a rotation ends)."""
+        return self.app[STATE].keys.disable(label)
+
+    def expire_tokens(self) -> int:
+        """End every IAM token issued (or configured) now."""
+        return self.app[STATE].keys.expire_tokens(time.time())
+
+    def keys_used(self) -> dict[str, int]:
+        """Accepted requests by key label (`initial`, `metadata-N`, ...; `token` for IAM tokens)."""
+        return dict(self.app[STATE].keys.used)
 
 
 @asynccontextmanager

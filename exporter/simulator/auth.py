@@ -1,10 +1,12 @@
-"""Authentication like DLI's gateway: an AK/SK signature (plus the security token when one is
-configured) or the configured IAM token in `X-Auth-Token`; anything else is 401 DLI.0013 (or the code
-the caller names: IAM answers its own)."""
+"""Authentication like DLI's gateway: an AK/SK signature with a key that is valid now (plus that key's
+security token when it has one), or an IAM token that has not expired, in `X-Auth-Token`; anything else
+is 401 DLI.0013 (or the code the caller names: IAM answers its own). What is valid is the key ring's
+(`keys.py`): tests rotate, expire and disable keys and tokens while the simulator runs."""
 
 from __future__ import annotations
 
 import hmac
+import time
 
 import structlog
 from aiohttp import web
@@ -19,24 +21,25 @@ log = structlog.get_logger(__name__)
 
 
 def authenticate(request: web.Request, state: SimulatorState, body: bytes, *, code: str = "DLI.0013") -> None:
-    """Accept a valid AK/SK signature or the configured IAM token; raise 401 `code` otherwise."""
+    """Accept a valid AK/SK signature or a valid IAM token; raise 401 `code` otherwise."""
     try:
-        _check_credentials(request, state, body)
+        label = _check_credentials(request, state, body)
     except SignatureError as error:
         state.stats.auth_failures += 1
         log.debug("simulator.auth_refused", reason=error.reason, path=request.path)
         raise DliFailure(401, code, f"User authentication failed: {error.message}") from None
+    state.keys.used[label] += 1
 
 
-def _check_credentials(request: web.Request, state: SimulatorState, body: bytes) -> None:
-    settings = state.settings
+def _check_credentials(request: web.Request, state: SimulatorState, body: bytes) -> str:
+    """The label of the key (or `token`) that signed the request; SignatureError when none did."""
+    now = time.time()
     token = request.headers.get("X-Auth-Token")
     if token is not None:
-        expected = settings.auth_token.get_secret_value() if settings.auth_token else None
-        if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise SignatureError("the X-Auth-Token is not valid", reason="unknown_ak")
-        return
-    verify_request(
+        if state.keys.accept_token(token, now) is None:
+            raise SignatureError("the X-Auth-Token is not valid (or has expired)", reason="unknown_ak")
+        return "token"
+    ak = verify_request(
         request.method,
         request.host,
         request.raw_path.partition("?")[0],
@@ -45,7 +48,12 @@ def _check_credentials(request: web.Request, state: SimulatorState, body: bytes)
         body,
         state.secret_for_ak,
     )
-    required = settings.security_token.get_secret_value() if settings.security_token else None
+    key = state.keys.find(ak, now)
+    if key is None:  # disabled or expired between the two looks
+        raise SignatureError("the access key is no longer valid", reason="unknown_ak")
     given = request.headers.get("X-Security-Token", "")
-    if required is not None and not hmac.compare_digest(given.encode(), required.encode()):
+    if key.security_token is not None and not hmac.compare_digest(
+        given.encode(), key.security_token.encode()
+    ):
         raise SignatureError("the X-Security-Token is missing or not valid", reason="unknown_ak")
+    return key.label

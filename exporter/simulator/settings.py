@@ -119,6 +119,12 @@ class SimulatorSettings(BaseSettings):
         default_factory=list, description="the account's projects (JSON); empty = the ones served here"
     )
     sim_iam_mos: bool = Field(default=True, description="list the global pseudo-project MOS, as IAM does")
+    # --- credentials handed out: the metadata service's temporary keys, IAM's tokens (POST /v3/auth/tokens)
+    sim_metadata_ttl_seconds: float = Field(default=3600, gt=0, le=86_400, description="minted keys live")
+    sim_token_ttl_seconds: float = Field(default=86_400, gt=0, le=86_400, description="issued tokens live")
+    sim_iam_domain: str | None = Field(default=None, description="the account whose user gets tokens")
+    sim_iam_user: str | None = None
+    sim_iam_password: SecretStr | None = None
 
     # --- faults (also changeable at runtime, see FaultKnobs) ----------------------------------------------
     sim_latency_ms: float = 0.0

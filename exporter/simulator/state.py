@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from aiohttp import web
 
 from exporter.simulator.faults import FaultKnobs, SlidingWindow, merge_knobs
 from exporter.simulator.jobs import JobCatalogue
+from exporter.simulator.keys import IssuedToken, KeyRing
 from exporter.simulator.projects import ImportKind, ImportOutcome, TargetProjects
 from exporter.simulator.settings import SimulatorSettings
 from exporter.simulator.zips import UniqueMillis
@@ -144,6 +145,7 @@ class SimulatorState:
         self.s3: S3Client | None = None
         self.known_buckets: set[str] = set()
         self.late_writes: set[asyncio.Task[None]] = set()
+        self.keys = _initial_keys(settings)
         self._apply_window()
 
     def __repr__(self) -> str:
@@ -164,6 +166,7 @@ class SimulatorState:
         """Zero the counters and the window; reseed the dice so a rerun meets the same faults; empty the
         target projects again (seeded names only, new IDs from the start)."""
         self.stats = SimStats()
+        self.keys.used.clear()  # which keys signed what is a counter too (the keys themselves stay)
         self.targets.reset()
         self.window.reset()
         self.rng.seed(self.settings.sim_seed)
@@ -187,16 +190,29 @@ class SimulatorState:
         return "false" if listing or self.knobs.is_success_as_string else False
 
     def secret_for_ak(self, ak: str) -> str | None:
-        settings = self.settings
-        if settings.ak is None or settings.sk is None:
-            return None
-        if not hmac.compare_digest(ak.encode(), settings.ak.get_secret_value().encode()):
-            return None
-        return settings.sk.get_secret_value()
+        """The SK of a key that is valid now (enabled, not expired), None for any other AK."""
+        key = self.keys.find(ak, time.time())
+        return key.sk if key is not None else None
 
     def _apply_window(self) -> None:
         capacity = self.knobs.window_capacity if self.knobs.rate_limit > 0 else None
         self.window.configure(self.knobs.rate_window_seconds, capacity)
+
+
+def _initial_keys(settings: SimulatorSettings) -> KeyRing:
+    """The settings' AK/SK (with the security token, when one is configured) and IAM token."""
+    ring = KeyRing()
+    if settings.ak is not None and settings.sk is not None:
+        token = settings.security_token.get_secret_value() if settings.security_token else None
+        ring.add(
+            settings.ak.get_secret_value(),
+            settings.sk.get_secret_value(),
+            label="initial",
+            security_token=token,
+        )
+    if settings.auth_token is not None:
+        ring.tokens[settings.auth_token.get_secret_value()] = IssuedToken(expires_at=None)
+    return ring
 
 
 STATE = web.AppKey("simulator_state", SimulatorState)
