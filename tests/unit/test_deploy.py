@@ -85,6 +85,12 @@ def env_name(field: str) -> str:
 SETTING_ENV_NAMES = frozenset(env_name(field) for field in Settings.model_fields)
 SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() if _is_secret(info.annotation))
 SECRET_ENV_NAMES = frozenset(env_name(field) for field in SECRET_FIELDS)
+# The settings that name a file holding a secret (re-read when it changes): the way the manifests pass keys.
+SECRET_FILE_FIELDS = frozenset(
+    name
+    for name in Settings.model_fields
+    if name.endswith("_file") and name.removesuffix("_file") in SECRET_FIELDS
+) | {"iam_password_file"}
 
 
 def secret_env_names(overlay: str) -> frozenset[str]:
@@ -389,6 +395,50 @@ def egress_problems(objects: list[Manifest], allowed_ports: set[int]) -> list[st
     return problems
 
 
+def _secret_mounts(pod_spec: Manifest, container: Manifest) -> list[tuple[PurePosixPath, Manifest]]:
+    """The container's mounts of the credentials Secret, each with its volume mount entry."""
+    secret_volumes = {
+        volume["name"]
+        for volume in pod_spec.get("volumes", [])
+        if volume.get("secret", {}).get("secretName") == SECRET_NAME
+    }
+    return [
+        (PurePosixPath(mount["mountPath"]), mount)
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] in secret_volumes
+    ]
+
+
+def secret_file_problems(objects: list[Manifest], image_env: dict[str, str]) -> list[str]:
+    """Keys come as files of the Secret's volume: every *_FILE setting names a file directly in a read-only
+    mount of dli-exporter-credentials (no subPath: the kubelet never updates those), and nothing else."""
+    problems = []
+    for where, pod_spec, container, environment in environments(objects, image_env):
+        mounts = _secret_mounts(pod_spec, container)
+        for path_field in sorted(SECRET_FILE_FIELDS):
+            value = setting(environment, path_field)
+            if not value:
+                continue
+            path = PurePosixPath(str(value))
+            found = [mount for directory, mount in mounts if path.parent == directory]
+            if not found:
+                problems.append(f"{where}: {env_name(path_field)}={path} is not in a mount of {SECRET_NAME}")
+            for mount in found:
+                if not mount.get("readOnly") or "subPath" in mount:
+                    problems.append(f"{where}: {SECRET_NAME} must be mounted read-only, without subPath")
+    return problems
+
+
+def secret_file_keys(objects: list[Manifest], image_env: dict[str, str]) -> set[str]:
+    """The Secret keys the containers read as files (the file names of the *_FILE settings)."""
+    return {
+        PurePosixPath(str(value)).name
+        for _, _, _, environment in environments(objects, image_env)
+        for path_field in SECRET_FILE_FIELDS
+        if (value := setting(environment, path_field))
+    }
+
+
 # --- the Dockerfile -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instruction:
@@ -602,6 +652,7 @@ def all_problems(
         *secret_problems([job], SECRET_ENV_NAMES),
         *security_problems(objects),
         *writable_path_problems(objects, image),
+        *secret_file_problems(objects, image.env),
         *image_problems(objects),
         *egress_problems(objects, allowed),
     ]
@@ -621,7 +672,7 @@ def _first_container(objects: list[Manifest]) -> Manifest:
 
 
 def _break_env(objects: list[Manifest]) -> None:
-    _first_container(objects)["env"].append({"name": "EXPORTER_NOT_A_SETTING", "value": "1"})
+    _first_container(objects).setdefault("env", []).append({"name": "EXPORTER_NOT_A_SETTING", "value": "1"})
 
 
 def _break_probe(objects: list[Manifest]) -> None:
@@ -645,7 +696,31 @@ def _break_configmap_password(objects: list[Manifest]) -> None:
 
 
 def _break_literal_secret(objects: list[Manifest]) -> None:
-    _first_container(objects)["env"].append({"name": "EXPORTER_AUTH_TOKEN", "value": "a-real-token"})
+    _first_container(objects).setdefault("env", []).append(
+        {"name": "EXPORTER_AUTH_TOKEN", "value": "a-real-token"}
+    )
+
+
+def _credentials_mount(objects: list[Manifest]) -> Manifest:
+    (mount,) = [m for m in _first_container(objects)["volumeMounts"] if m["name"] == "credentials"]
+    return mount
+
+
+def _break_secret_unmounted(objects: list[Manifest]) -> None:
+    container = _first_container(objects)
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "credentials"]
+
+
+def _break_secret_writable(objects: list[Manifest]) -> None:
+    _credentials_mount(objects)["readOnly"] = False
+
+
+def _break_secret_subpath(objects: list[Manifest]) -> None:
+    _credentials_mount(objects)["subPath"] = "EXPORTER_AK"
+
+
+def _break_key_file_elsewhere(objects: list[Manifest]) -> None:
+    one(objects, "ConfigMap")["data"]["EXPORTER_SK_FILE"] = "/var/lib/exporter/sk"
 
 
 def _break_security(field: str, value: Any) -> Callable[[list[Manifest]], None]:
@@ -691,6 +766,10 @@ BREAKAGES: dict[str, Callable[[list[Manifest]], None]] = {
     "password-in-configmap-url": _break_configmap_password,
     "secret-as-literal-env": _break_literal_secret,
     "secret-object-rendered": _break_secret_object,
+    "secret-volume-not-mounted": _break_secret_unmounted,
+    "secret-volume-writable": _break_secret_writable,
+    "secret-volume-by-subpath": _break_secret_subpath,
+    "key-file-outside-the-secret": _break_key_file_elsewhere,
     "writable-root": _break_security("readOnlyRootFilesystem", False),
     "privilege-escalation": _break_security("allowPrivilegeEscalation", True),
     "runs-as-root": _break_security("runAsUser", 0),
@@ -770,18 +849,36 @@ def test_service_advertises_metrics_to_prometheus(rendered: dict[str, list[Manif
 def test_secret_refs_match_the_secret_example(
     rendered: dict[str, list[Manifest]], job: Manifest, secret_example: Manifest, overlay: str
 ) -> None:
-    """Every Secret key read is a secret setting; every required one is in the example, as a placeholder."""
+    """Every Secret key read (as a variable or as a file) is a secret setting; every required one is in the
+    example, as a placeholder."""
     example = secret_example["stringData"]
+    objects = [*rendered[overlay], job]
     refs = [
         value
-        for _, _, _, environment in environments([*rendered[overlay], job], {})
+        for _, _, _, environment in environments(objects, {})
         for value in environment.values()
         if isinstance(value, SecretRef)
     ]
-    assert refs
-    assert {ref.key for ref in refs} <= secret_env_names("redis")
-    assert {ref.key for ref in refs if not ref.optional} <= example.keys()
+    files = secret_file_keys(objects, {})
+    assert {"EXPORTER_AK", "EXPORTER_SK"} <= files
+    assert {ref.key for ref in refs} | files <= secret_env_names("redis") | {"EXPORTER_IAM_PASSWORD"}
+    assert {ref.key for ref in refs if not ref.optional} | files <= example.keys()
     assert all("REPLACE_WITH_" in value for value in example.values())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keys_are_files_of_the_secret_not_variables(
+    rendered: dict[str, list[Manifest]], job: Manifest, overlay: str
+) -> None:
+    """AK/SK (and in Redis mode the password) reach every pod as files of the Secret's volume, which the
+    kubelet updates in place; no credential is a variable, read once at start (the queue URL may be: it
+    names where the queue is and is read once anyway)."""
+    for where, pod_spec, container, environment in environments([*rendered[overlay], job], {}):
+        as_variables = {name for name, value in environment.items() if isinstance(value, SecretRef)}
+        assert as_variables <= {"EXPORTER_QUEUE_URL"}, where
+        assert _secret_mounts(pod_spec, container), f"{where} does not mount {SECRET_NAME}"
+    files = secret_file_keys(rendered[overlay], {})
+    assert ("EXPORTER_REDIS_PASSWORD" in files) is (overlay == "redis")
 
 
 # --- tests: the rendered configuration is the documented one ------------------------------------------------
