@@ -12,8 +12,8 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -22,12 +22,10 @@ from exporter.adapters.adaptive_limiter import AdaptiveLimiter, MeteredLimiter, 
 from exporter.adapters.limiter import LocalRateLimiter
 from exporter.adapters.rate_sync import RateSync
 from exporter.adapters.redis import open_redis
-from exporter.adapters.s3 import S3ObjectStore, open_object_store
 from exporter.adapters.sqlite import open_sqlite, sqlite_path_from_url
 from exporter.adaptive import RateController
 from exporter.campaign.record import CampaignStore
 from exporter.clock import SystemClock
-from exporter.dli.client import DliClient
 from exporter.dli.session import create_session
 from exporter.dli.signer import Credentials
 from exporter.errors import ConfigError
@@ -37,20 +35,18 @@ from exporter.http_status import add_status_page
 from exporter.iam import discovered_targets, list_projects
 from exporter.logs import log_asyncio_exception, log_tasks
 from exporter.migration.ports import MigrationLedger
-from exporter.models import RegionRoute
 from exporter.pipeline import Pipeline
 from exporter.pipeline.campaigns import CampaignCloser
-from exporter.ports import BatchQueue, Clock, Ledger, RateLimiter
+from exporter.ports import BatchQueue, Ledger, RateLimiter
 from exporter.rate_states import RateStates
-from exporter.regions import RegionDirectory, limiter_scope
+from exporter.region_clients import default_auth, open_regions
 from exporter.report import LocalReportWriter
 from exporter.routes import RateLimit
 from exporter.settings import Settings
 from exporter.wiring import (
     pipeline_options,
     plan_defaults,
-    retry_policy,
-    s3_options,
+    redis_auth,
     session_options,
     worker_options,
 )
@@ -111,12 +107,12 @@ def consumer_name() -> str:
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """Open the queue and ledger named by EXPORTER_QUEUE_URL."""
     if settings.uses_redis:
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        auth = redis_auth(settings)
         async with open_redis(
-            settings.queue_url,
+            auth.url,
             key_prefix=settings.redis_key_prefix,
             consumer_group=settings.redis_consumer_group,
-            password=password,
+            password=auth.provider or auth.password,
             max_deliveries=settings.max_deliveries,
             ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
         ) as redis:
@@ -176,8 +172,7 @@ def _limiter(
 
 async def discover_projects(settings: Settings, regions: Collection[str] | None) -> list[tuple[str, str]]:
     """(region, project_id) of every project of the account (IAM `GET /v3/projects`, AK/SK signed)."""
-    settings.require_credentials()
-    auth = _dli_auth(settings)
+    auth = await default_auth(settings)
     if not isinstance(auth, Credentials):
         raise ConfigError(
             "--all-projects signs IAM's project listing with AK/SK: set EXPORTER_AK and EXPORTER_SK"
@@ -185,19 +180,6 @@ async def discover_projects(settings: Settings, regions: Collection[str] | None)
     async with create_session(session_options(settings)) as session:
         projects = await list_projects(session, settings.iam_endpoint, auth)
     return discovered_targets(projects, regions)
-
-
-def _dli_auth(settings: Settings) -> Credentials | str:
-    if settings.ak is not None and settings.sk is not None:
-        token = settings.security_token.get_secret_value() if settings.security_token else None
-        return Credentials(
-            ak=settings.ak.get_secret_value(),
-            sk=settings.sk.get_secret_value(),
-            project_id=settings.project_id,
-            security_token=token,
-        )
-    assert settings.auth_token is not None  # noqa: S101 - require_credentials() checked it
-    return settings.auth_token.get_secret_value()
 
 
 @asynccontextmanager
@@ -209,7 +191,7 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
     owner = consumer or consumer_name()
     async with AsyncExitStack() as stack:
         stores = await stack.enter_async_context(open_stores(settings))
-        regions = await _open_regions(settings, stack, stores, clock)
+        regions = await open_regions(settings, stack, stores.limiter_for, clock)
         reports = LocalReportWriter(settings.report_dir)
         closer = CampaignCloser(
             stores.campaigns,
@@ -231,38 +213,6 @@ async def open_runtime(settings: Settings, *, consumer: str | None = None) -> As
         )
         worker = Worker(stores.queue, pipeline, consumer=owner, options=worker_options(settings), clock=clock)
         yield Runtime(settings, stores, pipeline, worker)
-
-
-async def _open_regions(
-    settings: Settings, stack: AsyncExitStack, stores: Stores, clock: Clock
-) -> RegionDirectory:
-    """The DLI session and the default DLI and OBS clients; other regions' clients open on first use."""
-    assert settings.dli_endpoint is not None  # noqa: S101 - open_runtime required it
-    session = await stack.enter_async_context(create_session(session_options(settings)))
-    store = await stack.enter_async_context(open_object_store(s3_options(settings)))
-
-    def dli_for(endpoint: str, rate_limit: RateLimit | None, scope: str | None = None) -> DliClient:
-        limiter = stores.limiter_for(rate_limit, scope or limiter_scope(endpoint))
-        return DliClient(session, endpoint, _dli_auth(settings), limiter, retry_policy(settings), clock=clock)
-
-    dli = dli_for(settings.dli_endpoint, None, None)
-    return RegionDirectory(
-        stack,
-        default=(settings.dli_endpoint, dli, settings.obs_endpoint, store),
-        dli_for=dli_for,
-        store_for=_store_factory(settings),
-    )
-
-
-def _store_factory(settings: Settings) -> Callable[[RegionRoute], AbstractAsyncContextManager[S3ObjectStore]]:
-    """An OBS client per region: the default client's options with the region's endpoint and name."""
-
-    def open_for(route: RegionRoute) -> AbstractAsyncContextManager[S3ObjectStore]:
-        return open_object_store(
-            replace(s3_options(settings), endpoint=route.obs_endpoint, region=route.name)
-        )
-
-    return open_for
 
 
 async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_http: bool = True) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-from pydantic import SecretStr
 
-from exporter.settings import ENV_PREFIX, Settings
+from exporter.settings import Settings
+from exporter.settings_env import settings_env
 from exporter.simulator import SimulatorHandle, SimulatorSettings, running_simulator
 from exporter.simulator.iam import iam_entries
 from exporter.simulator.settings import SimIamProject, migration_settings
@@ -283,14 +283,3 @@ def _maybe_s3(endpoint: str | None) -> Iterator[str]:
         return
     with s3_server() as started:
         yield started
-
-
-def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
-    """The settings as EXPORTER_* variables, for starting `dli-exporter` in a subprocess."""
-    values = settings.model_dump(exclude_none=True)
-    values.update(overrides)
-    env: dict[str, str] = {}
-    for name, value in values.items():
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(raw).lower() if isinstance(raw, bool) else str(raw)
-    return env

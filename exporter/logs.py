@@ -23,6 +23,7 @@ from pydantic import SecretStr
 __all__ = [
     "REDACTED",
     "configure_logging",
+    "forget_secret",
     "log_asyncio_exception",
     "log_tasks",
     "redact",
@@ -33,8 +34,8 @@ __all__ = [
 
 REDACTED = "***"
 _SENSITIVE_KEY = re.compile(
-    r"(^|_|-)(ak|sk|secret|password|passwd|token|authorization|credential|signature|x-auth-token"
-    r"|x-security-token|access[_-]?key)($|_|-)",
+    r"(^|_|-)(ak|sk|secret|password|passwd|token|securitytoken|authorization|credential|signature"
+    r"|x-auth-token|x-security-token|x-subject-token|x-metadata-token|access[_-]?key)($|_|-)",
     re.IGNORECASE,
 )
 _SENSITIVE_TEXT = [
@@ -42,12 +43,13 @@ _SENSITIVE_TEXT = [
         r"(SDK-HMAC-\w+|V11-HMAC-\w+)\s+Access=[^,\s]+,\s*SignedHeaders=[^,\s]+,\s*Signature=[0-9a-f]+"
     ),
     re.compile(
-        r"(?i)(authorization|x-auth-token|x-security-token|password)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+        r"(?i)(authorization|x-auth-token|x-security-token|x-subject-token|x-metadata-token|securitytoken"
+        r"|password|secret)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
     ),
     re.compile(r"(?i)(redis|rediss)://[^:@/\s]*:[^@/\s]+@"),
 ]
 # One cheap search first: the three patterns above cannot match text without one of these.
-_MAYBE_SENSITIVE = re.compile(r"(?i)hmac-|authorization|token|password|://")
+_MAYBE_SENSITIVE = re.compile(r"(?i)hmac-|authorization|token|password|secret|://")
 _known_secrets: set[str] = set()
 
 
@@ -64,6 +66,12 @@ def register_secret(value: str | SecretStr | None) -> None:
     if value and len(value) >= 4:
         _known_secrets.add(value)
         _redact_short_text.cache_clear()  # answers given before this secret was known may hold it
+
+
+def forget_secret(value: str) -> None:
+    """Stop looking for a value that is no longer in use (a rotated key), so the list stays short; key
+    names and patterns still mask it where it would show up in a secret's usual place."""
+    _known_secrets.discard(value)
 
 
 _SHORT_TEXT = 200

@@ -1,10 +1,11 @@
 """`Regions` for the daemon: DLI and OBS clients per endpoint, opened when first needed, closed with it.
 
-Part of the composition root. A DLI client per DLI endpoint, each with its own rate limiter (a gateway's
-limit belongs to a region and an account; on Redis the limiter and its 429 pause are shared by every
-replica under a scope named after the endpoint), and an OBS client per OBS endpoint. Routes that name the
-default endpoints get the default clients, so a region spelled out in a campaign file and the same
-endpoint in EXPORTER_DLI_ENDPOINT share one limiter.
+Part of the composition root. A DLI client per DLI endpoint and credential profile, each endpoint with its
+own rate limiter (a gateway's limit belongs to a region and an account; on Redis the limiter and its 429
+pause are shared by every replica under a scope named after the endpoint; clients of several profiles on
+one endpoint share its limiter, so profiles never add up to more than its limit), and an OBS client per
+OBS endpoint and profile. Routes that name the default endpoints and profile get the default clients, so
+a region spelled out in a campaign file and the same endpoint in EXPORTER_DLI_ENDPOINT share one limiter.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class RegionStore(ObjectStore, ObjectCopier, Protocol):
     """An OBS client of a region: verification and uploads, and copies for migrations."""
 
 
-DliFactory = Callable[[str, RateLimit | None], RegionDli]
-"""A DLI client for (endpoint, the region's gateway limit, auto, or None for EXPORTER_RATE_LIMIT)."""
+DliFactory = Callable[[str, RateLimit | None, str | None], RegionDli]
+"""A DLI client for (endpoint, the region's gateway limit, auto, or None for EXPORTER_RATE_LIMIT, the
+credential profile or None for the default)."""
 StoreFactory = Callable[[RegionRoute], AbstractAsyncContextManager[RegionStore]]
-"""An OBS client for the route's OBS endpoint, as an async context manager (closed with the runtime)."""
+"""An OBS client for the route's OBS endpoint and profile, as an async context manager (closed with the
+runtime)."""
 
 
 def limiter_scope(endpoint: str) -> str:
@@ -66,11 +69,11 @@ class RegionDirectory:
         self._dli_for = dli_for
         self._store_for = store_for
         self._lock = asyncio.Lock()
-        self._dli: dict[str, RegionDli] = {dli_endpoint: dli}
-        self._stores: dict[str | None, RegionStore] = {obs_endpoint: store}
+        self._dli: dict[tuple[str, str | None], RegionDli] = {(dli_endpoint, None): dli}
+        self._stores: dict[tuple[str | None, str | None], RegionStore] = {(obs_endpoint, None): store}
 
     def __repr__(self) -> str:
-        return f"<RegionDirectory dli={sorted(self._dli)} obs={len(self._stores)}>"
+        return f"<RegionDirectory dli={sorted(self._dli, key=str)} obs={len(self._stores)}>"
 
     async def clients(self, route: RegionRoute | None) -> RegionClients:
         if route is None:
@@ -82,16 +85,18 @@ class RegionDirectory:
                 endpoint=route.dli_endpoint,
                 reason="it names EXPORTER_DLI_ENDPOINT, whose limiter runs at EXPORTER_RATE_LIMIT",
             )
+        profile = route.credentials
         async with self._lock:  # two batches of a new region at once must not open two clients
-            dli = self._dli.get(route.dli_endpoint)
+            dli = self._dli.get((route.dli_endpoint, profile))
             if dli is None:
-                dli = self._dli[route.dli_endpoint] = self._dli_for(route.dli_endpoint, route.rate_limit)
-                log.info("region.dli_opened", region=route.name, endpoint=route.dli_endpoint)
-            store = self._stores.get(route.obs_endpoint)
+                dli = self._dli_for(route.dli_endpoint, route.rate_limit, profile)
+                self._dli[(route.dli_endpoint, profile)] = dli
+                log.info("region.dli_opened", region=route.name, endpoint=route.dli_endpoint, profile=profile)
+            store = self._stores.get((route.obs_endpoint, profile))
             if store is None:
                 store = await self._stack.enter_async_context(self._store_for(route))
-                self._stores[route.obs_endpoint] = store
-                log.info("region.obs_opened", region=route.name, endpoint=route.obs_endpoint)
+                self._stores[(route.obs_endpoint, profile)] = store
+                log.info("region.obs_opened", region=route.name, endpoint=route.obs_endpoint, profile=profile)
         if dli is self._default.dli and store is self._default.store:
             return self._default
         return RegionClients(route.dli_endpoint, dli, store, importer=dli, copier=store)

@@ -1,4 +1,5 @@
-"""Where a batch's calls go: a region's DLI and OBS endpoints and its gateway limit.
+"""Where a batch's calls go: a region's DLI and OBS endpoints, its gateway limit, and which credential
+profile signs them (its name only: the daemon holds the keys).
 
 A campaign target in a region carries its `RegionRoute` on the queue, so any replica can serve it with the
 right clients and limiter without reading the campaign file again. A batch without a route uses the
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from exporter.credentials.spec import DEFAULT_PROFILE, check_profile_name
 from exporter.rules import check_obs_dir, check_project_id, check_rate_limit
 
 __all__ = [
@@ -60,11 +62,18 @@ class RegionRoute(BaseModel):
     dli_endpoint: str
     obs_endpoint: str
     rate_limit: RateLimit | None = None
+    # Left out when None, so routes (and batch identities) of before profiles read and compare the same.
+    credentials: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_region_name(value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: str | None) -> str | None:
+        return None if value is None or value == DEFAULT_PROFILE else check_profile_name(value)
 
     @field_validator("dli_endpoint", "obs_endpoint")
     @classmethod

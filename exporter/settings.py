@@ -12,14 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_serializer, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from exporter.credentials.spec import ProfileSpec, SettingsToml, SourceName, check_profiles, profile_problems
 from exporter.errors import ConfigError
 from exporter.models import check_project_id
 from exporter.rules import check_rate_limit
@@ -72,6 +68,18 @@ class Settings(BaseSettings):
     sk: SecretStr | None = Field(default=None, description="secret access key")
     security_token: SecretStr | None = Field(default=None, description="token of temporary AK/SK")
     auth_token: SecretStr | None = Field(default=None, description="IAM token instead of AK/SK")
+    # --- each secret also from a file, re-read when it changes; or keys fetched (credentials) --------
+    ak_file: Path | None = None
+    sk_file: Path | None = None
+    security_token_file: Path | None = None
+    auth_token_file: Path | None = None
+    credentials: SourceName = Field(default="env", description="env | files | metadata | iam-token")
+    credentials_poll_interval: float = Field(default=1.0, gt=0, le=3600, description="seconds between looks")
+    metadata_url: str = Field(default="http://169.254.169.254", description="ECS/CCE metadata service")
+    iam_domain: str | None = Field(default=None, description="iam-token: the account (domain) name")
+    iam_user: str | None = Field(default=None, description="iam-token: the IAM user")
+    iam_password_file: Path | None = Field(default=None, description="iam-token: the user's password")
+    credential_profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="[credentials.X]")
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
     read_timeout: float = Field(default=30.0, gt=0, le=3600)
     pool_size: int = Field(default=100, ge=1, le=10_000)
@@ -103,6 +111,8 @@ class Settings(BaseSettings):
     obs_addressing_style: Literal["virtual", "path", "auto"] = "virtual"
     obs_ak: SecretStr | None = Field(default=None, description="defaults to EXPORTER_AK")
     obs_sk: SecretStr | None = Field(default=None, description="defaults to EXPORTER_SK")
+    obs_ak_file: Path | None = None
+    obs_sk_file: Path | None = None
     verify_grace_seconds: float = Field(default=120.0, ge=0, le=86_400)
     verify_concurrency: int = Field(default=32, ge=1, le=10_000)
     verify_zip: bool = False
@@ -113,6 +123,7 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(default="dli-exporter", min_length=1, max_length=64)
     redis_consumer_group: str = Field(default="exporters", min_length=1, max_length=64)
     redis_password: SecretStr | None = None
+    redis_password_file: Path | None = Field(default=None, description="read at every (re)connect")
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     max_deliveries: int = Field(default=5, ge=1, le=1000)
     batch_retry_max_delay: float = Field(
@@ -129,7 +140,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("dli_endpoint", "obs_endpoint", "iam_endpoint")
+    @field_validator("dli_endpoint", "obs_endpoint", "iam_endpoint", "metadata_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_http_url(value)
@@ -148,6 +159,11 @@ class Settings(BaseSettings):
     @classmethod
     def _project(cls, value: str | None) -> str | None:
         return None if value in (None, "") else check_project_id(value)
+
+    @field_validator("credential_profiles")
+    @classmethod
+    def _profiles(cls, value: dict[str, ProfileSpec], info: ValidationInfo) -> dict[str, ProfileSpec]:
+        return check_profiles(value, info.data.get("project_id"))
 
     @field_validator("queue_url")
     @classmethod
@@ -192,7 +208,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
         config_file = os.environ.get(CONFIG_FILE_VARIABLE)
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            sources.append(SettingsToml(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -233,13 +249,17 @@ class Settings(BaseSettings):
         if missing:
             raise ConfigError(f"missing required setting(s): {', '.join(missing)}")
 
+    def default_profile(self) -> ProfileSpec:
+        """The profile of the flat settings (EXPORTER_AK, EXPORTER_AK_FILE, EXPORTER_CREDENTIALS, ...)."""
+        fields = set(ProfileSpec.model_fields) - {"source"}
+        return ProfileSpec(source=self.credentials, **{name: getattr(self, name) for name in fields})
+
     def require_credentials(self) -> None:
-        """DLI needs either AK and SK, or an IAM token."""
-        if self.auth_token is None and (self.ak is None or self.sk is None):
-            raise ConfigError(
-                f"DLI credentials missing: set {ENV_PREFIX}AK and {ENV_PREFIX}SK "
-                f"(plus {ENV_PREFIX}SECURITY_TOKEN for temporary credentials) or {ENV_PREFIX}AUTH_TOKEN"
-            )
+        """DLI needs AK and SK (values or files), an IAM token, or a source that fetches them."""
+        named = lambda field: f"{ENV_PREFIX}{field.upper()}"  # noqa: E731
+        problems = profile_problems(self.default_profile(), named, project_id=self.project_id)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from exporter.adapters.s3 import S3Options
 from exporter.campaign import PlanDefaults
+from exporter.credentials.profiles import ProfileDefaults
+from exporter.credentials.redis_password import RedisAuth, redis_auth_of
+from exporter.credentials.spec import DEFAULT_PROFILE, ProfileSpec
 from exporter.dli.retry import RetryPolicy
 from exporter.dli.session import SessionOptions
 from exporter.handling import WorkerOptions
@@ -18,6 +21,9 @@ from exporter.settings import Settings
 __all__ = [
     "pipeline_options",
     "plan_defaults",
+    "profile_defaults",
+    "profile_specs",
+    "redis_auth",
     "retry_policy",
     "s3_options",
     "session_options",
@@ -97,10 +103,36 @@ def worker_options(settings: Settings) -> WorkerOptions:
 
 
 def plan_defaults(settings: Settings) -> PlanDefaults:
-    """What a campaign falls back on: EXPORTER_CHUNK_SIZE, the endpoint templates, the per-batch limit."""
+    """What a campaign falls back on: EXPORTER_CHUNK_SIZE, the endpoint templates, the per-batch limit;
+    and the credential profiles its routes may name, when these settings have any (a submitter without
+    profiles of its own leaves the check to the daemon, which fails a batch naming one it lacks)."""
     return PlanDefaults(
         chunk_size=settings.chunk_size,
         dli_endpoint_template=settings.dli_endpoint_template,
         obs_endpoint_template=settings.obs_endpoint_template,
         max_jobs=settings.max_jobs_per_batch,
+        profiles=frozenset({DEFAULT_PROFILE, *settings.credential_profiles})
+        if settings.credential_profiles
+        else None,
     )
+
+
+def profile_specs(settings: Settings) -> dict[str, ProfileSpec]:
+    """Every credential profile by name: the default one (the flat settings) and `[credentials.NAME]`."""
+    return {DEFAULT_PROFILE: settings.default_profile(), **settings.credential_profiles}
+
+
+def profile_defaults(settings: Settings) -> ProfileDefaults:
+    """What profiles fall back on: the metadata URL, the IAM endpoint, the project, the poll interval."""
+    return ProfileDefaults(
+        metadata_url=settings.metadata_url,
+        iam_endpoint=settings.iam_endpoint,
+        project_id=settings.project_id,
+        poll_interval=settings.credentials_poll_interval,
+    )
+
+
+def redis_auth(settings: Settings) -> RedisAuth:
+    """The queue URL and the Redis password: EXPORTER_REDIS_PASSWORD, or EXPORTER_REDIS_PASSWORD_FILE read
+    at every (re)connect (then a user name in the URL goes with it, and a password there is refused)."""
+    return redis_auth_of(settings.queue_url, settings.redis_password, settings.redis_password_file)

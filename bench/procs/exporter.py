@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from exporter import app
+from exporter import region_clients
 from exporter.adapters.s3 import S3Options
 from exporter.cli import main as exporter_main
 from exporter.models import ObjectInfo
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     atexit.register(log_peak_rss)
     if argv and argv[0] == INSTANT_VERIFY_FLAG:
         # The composition root looks the factory up in its own namespace when it builds the runtime.
-        app.open_object_store = open_instant_object_store  # type: ignore[attr-defined,assignment]
+        region_clients.open_object_store = open_instant_object_store  # type: ignore[attr-defined,assignment]
         argv = argv[1:]
     exporter_main(args=argv, prog_name="dli-exporter")
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import structlog
+from redis.credentials import CredentialProvider
 
 from exporter.adapters.redis_campaigns import RedisCampaigns
 from exporter.adapters.redis_connection import DEFAULT_UNAVAILABLE_AFTER, RedisConnection, connect
@@ -103,14 +104,15 @@ async def open_redis(
     key_prefix: str,
     consumer_group: str,
     clock: Clock | None = None,
-    password: str | None = None,
+    password: str | CredentialProvider | None = None,
     max_deliveries: int = 5,
     ssl_ca_file: str | None = None,
     unavailable_after: float = DEFAULT_UNAVAILABLE_AFTER,
     stale_consumer_seconds: float = STALE_CONSUMER_SECONDS,
 ) -> AsyncIterator[RedisBackend]:
     """Open the backend on `redis://` or `rediss://host:port/db`; every call retries a lost connection
-    with backoff and raises `StoreUnavailable` after `unavailable_after` seconds."""
+    with backoff and raises `StoreUnavailable` after `unavailable_after` seconds. `password` is fixed, or
+    a redis-py credential provider asked at every (re)connect (a password file)."""
     if not key_prefix or not consumer_group:
         raise ValueError("key_prefix and consumer_group must not be empty")
     client = connect(url, password=password, ssl_ca_file=ssl_ca_file, client_name=client_name(key_prefix))

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -73,11 +74,13 @@ def milliseconds(seconds: float) -> int:
 def connect(
     url: str,
     *,
-    password: str | None = None,
+    password: str | CredentialProvider | None = None,
     ssl_ca_file: str | None = None,
     client_name: str | None = None,
 ) -> Redis:
-    """A client that retries dropped connections with backoff; nothing is sent until the first call."""
+    """A client that retries dropped connections with backoff; nothing is sent until the first call.
+
+    A `password` that is a credential provider is asked at every (re)connect: a rotated password."""
     scheme = urlsplit(url).scheme
     if scheme not in {"redis", "rediss"}:
         raise ValueError(f"a Redis URL starts with redis:// or rediss://, not {scheme or 'nothing'}://")
@@ -89,7 +92,9 @@ def connect(
         "health_check_interval": _HEALTH_CHECK_INTERVAL,
         "client_name": client_name,
     }
-    if password is not None:
+    if isinstance(password, CredentialProvider):
+        options["credential_provider"] = password
+    elif password is not None:
         options["password"] = password
     if ssl_ca_file is not None and scheme == "rediss":  # the same CA bundle may serve DLI over plain redis://
         options["ssl_ca_certs"] = ssl_ca_file

@@ -21,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
 from exporter.adapters.s3_copy import copy_object, stream_parts, upload_parts
+from exporter.credentials.obs import obs_session
+from exporter.credentials.source import CredentialSource
 from exporter.errors import Permanent, Transient
 from exporter.models import ObjectInfo
 
@@ -33,9 +35,11 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 class S3Options:
     """What the S3 client is built from (`exporter.wiring.s3_options` reads them from settings).
 
-    Without an endpoint botocore picks AWS's own. The keys are sent only when both are set (otherwise
-    botocore's usual credential chain applies); `session_token` goes with them for temporary keys. The keys
-    are `SecretStr`, so they never show in `repr`. `ca_bundle`, when set, is what certificates are checked
+    Without an endpoint botocore picks AWS's own. With `credentials` (a credential source) requests are
+    signed with the source's current keys (rotated keys reach the client within a second or two);
+    otherwise the keys are sent only when both are set (else botocore's usual credential chain applies);
+    `session_token` goes with them for temporary keys. The keys are `SecretStr`, so they never show in
+    `repr`. `ca_bundle`, when set, is what certificates are checked
     against, even with `tls_verify` off. `pool_size` caps the open connections; timeouts are in seconds.
     """
 
@@ -50,6 +54,7 @@ class S3Options:
     pool_size: int = 36
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    credentials: CredentialSource | None = None
 
     def __post_init__(self) -> None:
         if not self.region:
@@ -171,7 +176,7 @@ def _client_kwargs(options: S3Options) -> dict[str, Any]:
     }
     if options.endpoint:
         kwargs["endpoint_url"] = options.endpoint
-    if options.access_key and options.secret_key:
+    if options.access_key and options.secret_key and options.credentials is None:
         kwargs["aws_access_key_id"] = options.access_key.get_secret_value()
         kwargs["aws_secret_access_key"] = options.secret_key.get_secret_value()
         if options.session_token:
@@ -182,6 +187,6 @@ def _client_kwargs(options: S3Options) -> dict[str, Any]:
 @asynccontextmanager
 async def open_object_store(options: S3Options) -> AsyncIterator[S3ObjectStore]:
     """One S3 client for the process lifetime, closed on exit."""
-    session = aioboto3.Session()
+    session = aioboto3.Session() if options.credentials is None else obs_session(options.credentials)
     async with session.client("s3", **_client_kwargs(options)) as client:
         yield S3ObjectStore(client)

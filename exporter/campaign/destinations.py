@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from exporter.campaign.profiles import with_profile
 from exporter.campaign.spec import (
     OBS_PLACEHOLDERS,
     CampaignSpec,
@@ -60,7 +61,8 @@ def campaign_routes(
             "dli_endpoint": defaults.dli_endpoint_template,
             "obs_endpoint": defaults.obs_endpoint_template,
         }
-        routes[name] = region_route(name, spec.regions.get(name, RegionSpec()), templates, problems)
+        region = spec.regions.get(name, RegionSpec())
+        routes[name] = with_profile(region_route(name, region, templates, problems), region.credentials)
     return routes
 
 
@@ -148,7 +150,7 @@ def plan_destination(
     obs_ok, obs_dir = _obs_dir(where, spec, region, campaign_id, problems)
     if not (project_ok and route_ok and obs_ok and _distinct(where, spec, target, problems)):
         return None
-    route = routes.get(region) if region is not None else None
+    route = with_profile(routes.get(region) if region is not None else None, spec.credentials)
     try:
         return Destination(
             project_id=spec.project_id, region=route, obs_dir=obs_dir, on_conflict=spec.on_conflict

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.campaign.destinations import campaign_routes, plan_destination, regions_in_use
+from exporter.campaign.profiles import check_profiles, with_profile
 from exporter.campaign.spec import (
     OBS_PLACEHOLDERS,
     CampaignError,
@@ -46,6 +47,7 @@ class PlanDefaults:
     dli_endpoint_template: str
     obs_endpoint_template: str
     max_jobs: int
+    profiles: frozenset[str] | None = None  # the credential profiles routes may name; None: not checked
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def _plan_target(label: str, target: TargetSpec, ctx: _Context, problems: Proble
     data |= {
         "chunk_size": next(s for s in sizes if s is not None),
         "campaign": ctx.campaign_id,
-        "region": route,
+        "region": with_profile(route, target.credentials),
         "migration": migration,
     }
     try:
@@ -267,6 +269,7 @@ def plan_campaign(
     if not labelled:
         problems.add("targets", "no targets: add a [[targets]] table, or discover projects")
     routes = campaign_routes(spec, labelled, defaults, problems)
+    check_profiles(spec, labelled, defaults.profiles, problems)
     ctx = _Context(cid, spec, routes, base_dir, defaults)
     requests = _plan_targets(labelled, ctx, problems)
     if problems.items:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from exporter.credentials.spec import ProfileRef
 from exporter.errors import InvalidInput
 from exporter.intake import parse_id_lines
 from exporter.routes import OnConflict, RateLimit, RegionRoute, check_endpoint
@@ -123,7 +124,7 @@ def render(template: str, values: Mapping[str, str]) -> str:
     return "".join(literal + (values[name] if name is not None else "") for literal, name, _, _ in parts)
 
 
-class RegionSpec(BaseModel):
+class RegionSpec(ProfileRef):
     """`[regions.NAME]`: endpoints left out come from the endpoint templates of the settings."""
 
     model_config = _MODEL
@@ -160,7 +161,7 @@ def region_route(
     return RegionRoute(name=name, rate_limit=region.rate_limit, **endpoints) if complete else None
 
 
-class ImportToSpec(BaseModel):
+class ImportToSpec(ProfileRef):
     """`[targets.import_to]`: the project the target's verified ZIPs are imported into (a migration)."""
 
     model_config = _MODEL
@@ -171,7 +172,7 @@ class ImportToSpec(BaseModel):
     on_conflict: Annotated[OnConflict, Field(strict=False)] = OnConflict.SKIP  # TOML has no enums
 
 
-class TargetSpec(BaseModel):
+class TargetSpec(ProfileRef):
     """One `[[targets]]` table: a project (in a region) and which of its jobs to export."""
 
     model_config = _MODEL

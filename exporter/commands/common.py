@@ -65,6 +65,13 @@ def command_settings(ctx: click.Context, *, daemon: bool = False, **overrides: A
             settings.security_token,
             settings.auth_token,
             settings.redis_password,
+            settings.obs_ak,
+            settings.obs_sk,
+            *(
+                getattr(profile, name)
+                for profile in settings.credential_profiles.values()
+                for name in ("ak", "sk", "security_token", "auth_token", "obs_ak", "obs_sk")
+            ),
         ),
     )
     return settings

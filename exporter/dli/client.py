@@ -4,7 +4,8 @@ aiohttp, signed, paced and retried.
 A call is a series of attempts under the retry policy (`retry.py`); one attempt is a rate-limiter slot and
 a signed exchange (`transport.py`), whose answer `responses.py` classifies (`import_responses.py` for the
 import side); paging is `listing.py`. What spans attempts lives here: the retry loop and the credentials,
-renewed at most once per call on a 401.
+renewed at most once per call on a 401. Credentials are fixed, or a `CredentialSource` asked before
+every attempt (so rotated keys sign the next request) and refreshed on a 401.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import aiohttp
 import structlog
 
 from exporter.clock import SystemClock
+from exporter.credentials.source import CredentialSource, StaticSource, auth_kind
 from exporter.dli.import_responses import parse_import_response, parse_job_detail_response
 from exporter.dli.listing import list_pages
 from exporter.dli.responses import JobPage, parse_export_response, parse_list_response
 from exporter.dli.retry import RetryPolicy
+from exporter.dli.signer import Credentials
 from exporter.dli.transport import (
     EXPORT,
     IMPORT,
@@ -82,13 +85,13 @@ class DliClient:
     simulator)."""
 
     __slots__ = (
-        "_auth",
         "_auth_generation",
         "_auth_lock",
         "_clock",
         "_page_size",
         "_policy",
         "_refresh_auth",
+        "_source",
         "_transport",
     )
 
@@ -96,7 +99,7 @@ class DliClient:
         self,
         session: aiohttp.ClientSession,
         endpoint: str,
-        auth: Auth,
+        auth: Auth | CredentialSource,
         limiter: RateLimiter,
         policy: RetryPolicy,
         *,
@@ -108,15 +111,16 @@ class DliClient:
         self._transport = DliTransport(session, endpoint, limiter, policy, self._clock)
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1 to {MAX_PAGE_SIZE} (DLI's limit), not {page_size}")
-        self._auth: Auth = auth
+        self._source = _source_of(auth, refresh_auth)
         self._auth_generation = 0
         self._auth_lock = asyncio.Lock()
         self._policy = policy
         self._page_size = page_size
-        self._refresh_auth = refresh_auth
+        static = isinstance(self._source, StaticSource)
+        self._refresh_auth: RefreshAuth | None = None if static else self._source.refresh
 
     def __repr__(self) -> str:
-        kind = "token" if isinstance(self._auth, str) else "aksk"
+        kind = getattr(self._source, "kind", type(self._source).__name__)  # never a value
         return f"<DliClient endpoint={self._transport.endpoint} auth={kind} page_size={self._page_size}>"
 
     # --- the port -----------------------------------------------------------------------------------------
@@ -195,26 +199,24 @@ class DliClient:
         """One try; on the call's first 401, renew the credentials and try once more straight away."""
         generation = self._auth_generation
         try:
-            return await self._transport.send(request, self._auth, parse)
+            return await self._transport.send(request, self._source.current, parse)
         except AuthError as error:
             if renewal.used:
                 raise
             renewal.used = True
             await self._renew_auth(generation, request, error)
-            return await self._transport.send(request, self._auth, parse)
+            return await self._transport.send(request, self._source.current, parse)
 
     async def _renew_auth(self, generation: int, request: DliRequest, error: AuthError) -> None:
-        """Fetch fresh credentials once for all tasks that saw the same 401 (others just re-sign).
-
-        Without a refresh hook there is nothing to fetch: the retry re-signs with a fresh date.
-        """
+        """Fetch fresh credentials once for all tasks that saw the same 401 (others just re-sign with what
+        that fetch gave: the source's current credentials). Without a refresh hook there is nothing to
+        fetch: the retry re-signs the same credentials with a fresh date."""
         refreshed = self._refresh_auth is not None
         if self._refresh_auth is not None:
             async with self._auth_lock:
-                if self._auth_generation != generation:  # another task refreshed while we waited
-                    return
-                self._auth = await self._refresh_auth()
-                self._auth_generation += 1
+                if self._auth_generation == generation:  # else another task refreshed while we waited
+                    await self._refresh_auth()  # the source's current() gives the result
+                    self._auth_generation += 1
         log.info(
             "dli.auth.refresh",
             operation=request.operation,
@@ -222,6 +224,38 @@ class DliClient:
             status=error.status,
             request_id=error.request_id,
         )
+
+
+class _Hooked:
+    """Fixed credentials with a refresh hook (embedding programs, tests): a refresh replaces them."""
+
+    __slots__ = ("_auth", "_hook")
+
+    def __init__(self, auth: Auth, hook: RefreshAuth) -> None:
+        self._auth = auth
+        self._hook = hook
+
+    def __repr__(self) -> str:
+        return f"<refreshable {self.kind}>"
+
+    @property
+    def kind(self) -> str:
+        return auth_kind(self._auth)
+
+    async def current(self) -> Auth:
+        return self._auth
+
+    async def refresh(self) -> Auth:
+        self._auth = await self._hook()
+        return self._auth
+
+
+def _source_of(auth: Auth | CredentialSource, refresh_auth: RefreshAuth | None) -> CredentialSource:
+    if not isinstance(auth, Credentials | str):
+        if refresh_auth is not None:
+            raise ValueError("a credential source refreshes itself: give it, or auth and refresh_auth")
+        return auth
+    return StaticSource(auth) if refresh_auth is None else _Hooked(auth, refresh_auth)
 
 
 def _json_body(payload: Mapping[str, object]) -> bytes:

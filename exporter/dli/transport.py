@@ -7,7 +7,7 @@ moves bytes and keeps score (metrics, logs). Retries and credential renewal are 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ __all__ = [
     "JOB_DETAIL",
     "LIST",
     "Auth",
+    "AuthNow",
     "DliRequest",
     "DliTransport",
     "Parser",
@@ -39,6 +40,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 Auth = Credentials | str  # AK/SK credentials, or an IAM token
+AuthNow = Callable[[], Awaitable[Auth]]  # the credentials to sign with at this moment
 EXPORT = "export"
 LIST = "list"
 IMPORT = "import"
@@ -89,11 +91,15 @@ class DliTransport:
         """The base URL requests go to (no credentials in it)."""
         return f"{self._origin}{self._base_path}"
 
-    async def send(self, request: DliRequest, auth: Auth, parse: Parser[ResultT]) -> ResultT:
-        """One attempt: wait for a limiter slot, sign with `auth`, send, parse; a 429 pauses the limiter."""
+    async def send(self, request: DliRequest, auth: Auth | AuthNow, parse: Parser[ResultT]) -> ResultT:
+        """One attempt: wait for a limiter slot, sign with `auth`, send, parse; a 429 pauses the limiter.
+
+        `auth` may be a function giving the credentials of the moment: it is called once the slot is
+        ours, just before signing, so a request that waited in the limiter never signs with keys that
+        expired (or were rotated) while it waited."""
         waited = await self._limiter.acquire()
         metrics.RATE_LIMIT_WAIT.observe(waited)
-        url, headers = self._sign(request, auth)
+        url, headers = self._sign(request, auth if isinstance(auth, Credentials | str) else await auth())
         status, response_headers, payload = await self._exchange(request, url, headers)
         try:
             result = parse(status, response_headers, payload, self._clock.time())

@@ -67,18 +67,24 @@ class Lanes:
         self._lanes: dict[RegionRoute | None, Lane] = {}
         self._budgets: dict[str, asyncio.Semaphore] = {}
         self._routes: dict[str | None, RegionRoute | None] = {None: None}  # the default endpoints
+        self._ambiguous: set[str | None] = set()  # names seen with two routes (two credential profiles)
 
     async def lane(self, route: RegionRoute | None) -> Lane:
         found = self._lanes.get(route)
         if found is None:
             found = self._build(await self._regions.clients(route))
             self._lanes[route] = found
-            self._routes[route.name if route else None] = route
+            name = route.name if route else None
+            if self._routes.get(name, route) != route:
+                self._ambiguous.add(name)
+            self._routes[name] = route
         return found
 
     def known(self, region: str | None) -> bool:
-        """Whether a batch of this region ran here (assisting needs its route, which only the message has)."""
-        return region in self._routes
+        """Whether a batch of this region ran here (assisting needs its route, which only the message has),
+        with one route only: a region whose batches sign with several profiles is not assisted, as the
+        name alone cannot say which profile a batch of another replica needs."""
+        return region in self._routes and region not in self._ambiguous
 
     async def lane_of(self, region: str | None) -> Lane:
         return await self.lane(self._routes[region])

@@ -149,7 +149,7 @@ def test_missing_project_id_and_unknown_keys(tmp_path: Path) -> None:
     assert load_problems(tmp_path, migration('region = "eu-west-101"\nproject = "p2"\n')) == [
         f"{source}: targets[0].import_to.project_id: Field required",
         f"{source}: targets[0].import_to.project: unknown key "
-        "(known: region, project_id, obs_dir, on_conflict)",
+        "(known: credentials, region, project_id, obs_dir, on_conflict)",
     ]
 
 

@@ -502,13 +502,15 @@ def test_unknown_keys_and_wrong_types_are_all_reported(tmp_path: Path) -> None:
     """
     problems = load_problems(write(tmp_path, text))
     target_keys = (
-        "region, project_id, job_ids, job_ids_file, all, status, job_type, queue_name, name, user_name, "
+        "credentials, region, project_id, job_ids, job_ids_file, all, status, job_type, queue_name, name, "
+        "user_name, "
         "tags, obs_dir, chunk_size, import_to"
     )
     assert problems == [
         "chunk_size: Input should be less than or equal to 1000",
         "regions.ap-southeast-1.rate_limit: must be greater than 0 and at most 100000 (requests/s), or auto",
-        "regions.ap-southeast-1.dli: unknown key (known: dli_endpoint, obs_endpoint, rate_limit)",
+        "regions.ap-southeast-1.dli: unknown key "
+        "(known: credentials, dli_endpoint, obs_endpoint, rate_limit)",
         f"targets[0].job_id: unknown key (known: {target_keys})",
         "targets[1].job_ids[0]: Input should be greater than or equal to 1",
         "targets[1].job_ids[1]: Input should be a valid integer",

@@ -570,6 +570,71 @@ async def test_concurrent_401s_refresh_only_once(
     assert len(calls(mocked)) == 4
 
 
+class RotatingSource:
+    """A credential source whose keys change while a request waits in the limiter."""
+
+    def __init__(self) -> None:
+        self.auth: Credentials = Credentials(TEST_AK, TEST_SK)
+        self.refreshed = 0
+
+    async def current(self) -> Credentials:
+        return self.auth
+
+    async def refresh(self) -> Credentials:
+        self.refreshed += 1
+        return self.auth
+
+
+class RotatingLimiter(RecordingLimiter):
+    """Grants the slot only after the source's keys were rotated: the wait a busy limiter imposes."""
+
+    def __init__(self, source: RotatingSource) -> None:
+        super().__init__()
+        self.source = source
+
+    async def acquire(self) -> float:
+        self.source.auth = Credentials("AKROTATEDINLIMITER01", "SKrotated")
+        return await super().acquire()
+
+
+async def test_a_request_signs_with_the_keys_of_the_moment_its_slot_is_granted(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: ManualClock
+) -> None:
+    """Keys rotated (or renewed) while a request waited for its rate-limiter slot: it signs with the new
+    ones, never with keys picked before the wait (they may have expired meanwhile)."""
+    mocked.post(EXPORT_URL, payload=OK)
+    source = RotatingSource()
+    client = DliClient(session, ENDPOINT, source, RotatingLimiter(source), RetryPolicy(), clock=clock)
+    assert (await client.export_jobs(TEST_PROJECT, "dli-exports", [1])).is_success
+    (sent,) = calls(mocked)
+    assert "Access=AKROTATEDINLIMITER01," in sent.kwargs["headers"]["Authorization"]
+
+
+async def test_a_source_is_refreshed_once_on_a_401_and_the_retry_signs_with_its_answer(
+    session: aiohttp.ClientSession, mocked: aioresponses, limiter: RecordingLimiter, clock: ManualClock
+) -> None:
+    """A credential source instead of fixed keys: the 401 calls its refresh() once, the retry signs with
+    what it then gives; a source that refreshes itself takes no refresh_auth as well."""
+    mocked.post(EXPORT_URL, status=401)
+    mocked.post(EXPORT_URL, payload=OK)
+    source = RotatingSource()
+
+    async def rotate() -> Credentials:
+        source.refreshed += 1
+        source.auth = Credentials("AKAFTERREFRESH000001", "SKafter")
+        return source.auth
+
+    source.refresh = rotate  # type: ignore[method-assign]
+    client = DliClient(session, ENDPOINT, source, limiter, RetryPolicy(), clock=clock)
+    assert (await client.export_jobs(TEST_PROJECT, "dli-exports", [1])).is_success
+    first, second = calls(mocked)
+    assert f"Access={TEST_AK}," in first.kwargs["headers"]["Authorization"]
+    assert "Access=AKAFTERREFRESH000001," in second.kwargs["headers"]["Authorization"]
+    assert source.refreshed == 1 and "RotatingSource" in repr(client)
+    with pytest.raises(ValueError, match="refreshes itself"):
+        DliClient(session, ENDPOINT, source, limiter, RetryPolicy(), refresh_auth=rotate)
+
+
 # --- listing ----------------------------------------------------------------------------------------------
 
 

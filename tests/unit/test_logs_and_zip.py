@@ -8,7 +8,15 @@ import zipfile
 
 import structlog
 
-from exporter.logs import REDACTED, configure_logging, redact, redact_text, register_secret, render_json
+from exporter.logs import (
+    REDACTED,
+    configure_logging,
+    forget_secret,
+    redact,
+    redact_text,
+    register_secret,
+    render_json,
+)
 from exporter.zipcheck import check_zip_tail
 
 
@@ -43,6 +51,42 @@ def test_registered_secret_masked_inside_any_text() -> None:
     structlog.get_logger().error("boom", error=ValueError("bad VERYSECRET-SK-VALUE here"))
     line = stream.getvalue()
     assert "VERYSECRET-SK-VALUE" not in line and REDACTED in line
+
+
+def test_credential_services_headers_and_fields_are_masked() -> None:
+    """What the metadata service and IAM exchange: X-Subject-Token, X-Metadata-Token and the
+    `securitytoken` / `secret` of a security key, as fields, as headers and inside raw text."""
+    event = redact(
+        None,
+        "debug",
+        {
+            "event": "x",
+            "headers": {"X-Subject-Token": "MIIsubject", "X-Metadata-Token": "metasession"},
+            "securitytoken": "sectok-field",
+            "body": '{"credential": {"secret": "sk-in-json", "securitytoken": "tok-in-json"}}',
+            "raw": "X-Subject-Token: MIIraw\r\nX-Metadata-Token: metaraw",
+        },
+    )
+    dumped = json.dumps(event)
+    for secret in (
+        "MIIsubject",
+        "metasession",
+        "sectok-field",
+        "sk-in-json",
+        "tok-in-json",
+        "MIIraw",
+        "metaraw",
+    ):
+        assert secret not in dumped, secret
+
+
+def test_a_forgotten_secret_is_no_longer_searched_for() -> None:
+    """forget_secret drops a rotated-out value from the redactor's list (key names still mask it)."""
+    register_secret("ROTATED-OUT-VALUE-0001")
+    assert redact_text("x ROTATED-OUT-VALUE-0001 y") == f"x {REDACTED} y"
+    forget_secret("ROTATED-OUT-VALUE-0001")
+    assert redact_text("z ROTATED-OUT-VALUE-0001 z") == "z ROTATED-OUT-VALUE-0001 z"
+    assert redact(None, "info", {"sk": "ROTATED-OUT-VALUE-0001"})["sk"] == REDACTED
 
 
 def _zip_bytes(entries: int, comment: bytes = b"") -> bytes:

@@ -20,12 +20,12 @@ def route(name: str, dli: str, obs: str, rate: float | None = None) -> RegionRou
 async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() -> None:
     store = FakeStore()
     default_dli = FakeDli(store=store)
-    made: list[tuple[str, float | None]] = []
+    made: list[tuple[str, float | str | None, str | None]] = []
     opened: list[str] = []
     closed: list[str] = []
 
-    def dli_for(endpoint: str, rate: float | None) -> DliApi:
-        made.append((endpoint, rate))
+    def dli_for(endpoint: str, rate: float | str | None, profile: str | None) -> DliApi:
+        made.append((endpoint, rate, profile))
         return FakeDli(store=store)
 
     def store_for(region: RegionRoute) -> AbstractAsyncContextManager[ObjectStore]:
@@ -53,7 +53,7 @@ async def test_clients_are_opened_once_per_endpoint_and_closed_with_the_stack() 
         same_as_default = await regions.clients(route("x", "https://dli.default", "https://obs.default"))
         assert same_as_default.dli is default_dli and same_as_default.store is store
         assert (await regions.clients(None)).dli is default_dli
-        assert made == [("https://dli.a", 20), ("https://dli.b", None)]
+        assert made == [("https://dli.a", 20, None), ("https://dli.b", None, None)]
         assert opened == ["https://obs.a"] and closed == []
     assert closed == ["https://obs.a"]
 
