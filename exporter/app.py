@@ -106,44 +106,50 @@ def consumer_name() -> str:
 @asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """Open the queue and ledger named by EXPORTER_QUEUE_URL."""
-    if settings.uses_redis:
-        auth = redis_auth(settings)
-        async with open_redis(
-            auth.url,
-            key_prefix=settings.redis_key_prefix,
-            consumer_group=settings.redis_consumer_group,
-            password=auth.provider or auth.password,
-            max_deliveries=settings.max_deliveries,
-            ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
-        ) as redis:
+    opened = _redis_stores(settings) if settings.uses_redis else _sqlite_stores(settings)
+    async with opened as stores:
+        yield stores
 
-            def shared(rate: RateLimit | None, scope: str | None) -> RateLimiter:
-                return _limiter(
-                    settings,
-                    lambda pace: redis.limiter(pace, settings.rate_burst, scope, settings.window_slack),
-                    rate,
-                    scope,
-                    redis.rates,
-                )
 
-            yield Stores(redis.queue, redis.ledger, redis.campaigns, shared, redis.migrations, redis.rates)
-    else:
-        async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
+@asynccontextmanager
+async def _redis_stores(settings: Settings) -> AsyncIterator[Stores]:
+    auth = redis_auth(settings)
+    async with open_redis(
+        auth.url,
+        key_prefix=settings.redis_key_prefix,
+        consumer_group=settings.redis_consumer_group,
+        password=auth.provider or auth.password,
+        max_deliveries=settings.max_deliveries,
+        ssl_ca_file=str(settings.ca_bundle) if settings.ca_bundle else None,
+    ) as redis:
 
-            def local(rate: RateLimit | None, scope: str | None) -> RateLimiter:
-                return _limiter(
-                    settings,
-                    lambda pace: LocalRateLimiter(
-                        pace, settings.rate_burst, window_slack=settings.window_slack
-                    ),
-                    rate,
-                    scope,
-                    sqlite.rates,
-                )
+        def shared(pace: float, scope: str | None) -> PacedLimiter:
+            return redis.limiter(pace, settings.rate_burst, scope, settings.window_slack)
 
-            yield Stores(
-                sqlite.queue, sqlite.ledger, sqlite.campaigns, local, sqlite.migrations, sqlite.rates
-            )
+        limiters = _limiters(settings, shared, redis.rates)
+        yield Stores(redis.queue, redis.ledger, redis.campaigns, limiters, redis.migrations, redis.rates)
+
+
+@asynccontextmanager
+async def _sqlite_stores(settings: Settings) -> AsyncIterator[Stores]:
+    async with open_sqlite(sqlite_path_from_url(settings.queue_url)) as sqlite:
+
+        def local(pace: float, _scope: str | None) -> PacedLimiter:
+            return LocalRateLimiter(pace, settings.rate_burst, window_slack=settings.window_slack)
+
+        limiters = _limiters(settings, local, sqlite.rates)
+        yield Stores(sqlite.queue, sqlite.ledger, sqlite.campaigns, limiters, sqlite.migrations, sqlite.rates)
+
+
+def _limiters(
+    settings: Settings, make: Callable[[float, str | None], PacedLimiter], rates: RateStates
+) -> LimiterFactory:
+    """The backend's limiter per (gateway limit, scope), each fixed or learned as `_limiter` decides."""
+
+    def limiter_for(rate: RateLimit | None, scope: str | None) -> RateLimiter:
+        return _limiter(settings, lambda pace: make(pace, scope), rate, scope, rates)
+
+    return limiter_for
 
 
 def _limiter(

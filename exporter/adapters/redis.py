@@ -97,6 +97,18 @@ def client_name(key_prefix: str) -> str:
     return "dli-exporter:" + _NAME_UNSAFE.sub("_", key_prefix)
 
 
+def _log_opened(url: str, key_prefix: str) -> None:
+    """Where the backend lives, never the URL itself (it may carry a password)."""
+    parts = urlsplit(url)
+    log.info(
+        "redis.opened",
+        host=parts.hostname,
+        port=parts.port,
+        db=parts.path.lstrip("/") or "0",
+        prefix=key_prefix,
+    )
+
+
 @asynccontextmanager
 async def open_redis(
     url: str,
@@ -117,14 +129,7 @@ async def open_redis(
         raise ValueError("key_prefix and consumer_group must not be empty")
     client = connect(url, password=password, ssl_ca_file=ssl_ca_file, client_name=client_name(key_prefix))
     conn = RedisConnection(client=client, prefix=key_prefix, unavailable_after=unavailable_after)
-    parts = urlsplit(url)
-    log.info(
-        "redis.opened",
-        host=parts.hostname,
-        port=parts.port,
-        db=parts.path.lstrip("/") or "0",
-        prefix=key_prefix,
-    )
+    _log_opened(url, key_prefix)
     try:
         yield RedisBackend(
             conn,
