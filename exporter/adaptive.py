@@ -23,7 +23,7 @@ Two sources of truth, best first:
    window that is full refuses, it does not queue, so being a little over costs one 429, and each 429
    pauses the endpoint for its Retry-After (a whole second at least). So β = 0.9, not 0.7 (a tenth
    below the limit is under it), and C is relative to W_max (C = c x W_max) so every cycle back to
-   W_max takes the same K (12 s) whatever the limit: with 0.4 req/s³ a 150/s limit came back in 5 s
+   W_max takes the same K (20 s) whatever the limit: with 0.4 req/s³ a 150/s limit came back in 5 s
    and spent a sixth of its time paused; measured in bench/adaptive.py.
 
 If a 429 restates the limit we already pace below, the budget is shared (a "user" policy
@@ -109,7 +109,7 @@ class RateController:
         maximum: float,
         headroom: float = 0.1,
         beta: float = 0.9,
-        cycle: float = 12.0,
+        cycle: float = 20.0,
         growth: float = 2.0,
         update_interval: float = 0.1,
         cooldown: float = 1.0,
