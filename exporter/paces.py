@@ -102,7 +102,10 @@ def region_paces(
 
 
 def endpoint_paces(settings: Settings, learned: Mapping[str, SharedRate]) -> list[Pace]:
-    """The default endpoint's pace, then every other endpoint that learned one (`status`)."""
-    default = region_paces(settings, learned, [(None, None, None)])[DEFAULT_REGION]
+    """The default endpoint's pace (when this machine knows it: a `status` elsewhere may not), then every
+    other endpoint that learned one (`status`)."""
     others = [pace_of(scope, True, 0.0, learned, settings.rate_start) for scope in sorted(learned)]
+    if settings.dli_endpoint is None:
+        return others
+    default = region_paces(settings, learned, [(None, None, None)])[DEFAULT_REGION]
     return [default, *(pace for pace in others if pace.endpoint != default.endpoint)]

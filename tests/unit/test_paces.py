@@ -58,3 +58,10 @@ def test_status_lists_the_default_endpoint_then_every_other_that_learned() -> No
         ("dli.default.example:443", "stated"),
         ("dli.ap-southeast-1.example:443", "learned"),
     ]
+
+
+def test_status_without_a_dli_endpoint_lists_only_what_was_learned() -> None:
+    learned = {"dli.ap-southeast-1.example:443": SEARCHED}
+    paces = endpoint_paces(settings(dli_endpoint=None), learned)
+    assert [(pace.endpoint, pace.source) for pace in paces] == [("dli.ap-southeast-1.example:443", "learned")]
+    assert endpoint_paces(settings(dli_endpoint=None), {}) == []
