@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from exporter.clock import SystemClock
-from exporter.credentials.source import CredentialSource, StaticSource, auth_kind
+from exporter.credentials.source import CredentialSource, StaticSource
 from exporter.dli.import_responses import parse_import_response, parse_job_detail_response
 from exporter.dli.listing import list_pages
 from exporter.dli.responses import JobPage, parse_export_response, parse_list_response
@@ -116,7 +116,7 @@ class DliClient:
         self._auth_lock = asyncio.Lock()
         self._policy = policy
         self._page_size = page_size
-        static = isinstance(self._source, StaticSource)
+        static = type(self._source) is StaticSource  # a hooked one refreshes
         self._refresh_auth: RefreshAuth | None = None if static else self._source.refresh
 
     def __repr__(self) -> str:
@@ -226,24 +226,17 @@ class DliClient:
         )
 
 
-class _Hooked:
+class _Hooked(StaticSource):
     """Fixed credentials with a refresh hook (embedding programs, tests): a refresh replaces them."""
 
-    __slots__ = ("_auth", "_hook")
+    __slots__ = ("_hook",)
 
     def __init__(self, auth: Auth, hook: RefreshAuth) -> None:
-        self._auth = auth
+        super().__init__(auth)
         self._hook = hook
 
     def __repr__(self) -> str:
         return f"<refreshable {self.kind}>"
-
-    @property
-    def kind(self) -> str:
-        return auth_kind(self._auth)
-
-    async def current(self) -> Auth:
-        return self._auth
 
     async def refresh(self) -> Auth:
         self._auth = await self._hook()
