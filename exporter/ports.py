@@ -118,8 +118,8 @@ class BatchQueue(Protocol):
         """Remove the message from the queue and park it with the reason."""
         ...
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        """Every parked message, oldest first."""
+    async def dead_letters(self, newest: int | None = None) -> list[DeadLetter]:
+        """Parked messages, oldest first: every one, or only the `newest` most recently parked."""
         ...
 
     async def requeue(self, dead_letter_id: str) -> bool:

@@ -125,8 +125,9 @@ class StatusSource:
         )
         search = _Search(self._limits.failures, self._limits.chunks_read, [])
         await self._read("failures", self._failures(batches, search), None, problems)
-        letters = await self._read("dead letters", self._queue.dead_letters(), [], problems)
-        shown_letters: list[DeadLetter] = letters[::-1][: self._limits.dead_letters]  # newest first
+        shown = self._limits.dead_letters
+        letters = await self._read("dead letters", self._queue.dead_letters(newest=shown + 1), [], problems)
+        shown_letters: list[DeadLetter] = letters[::-1][:shown]  # newest first; one more says "more"
         return StatusSnapshot(
             now=now,
             queue_depth=await self._read("queue depth", self._queue.depth(), None, problems),
@@ -136,7 +137,7 @@ class StatusSource:
             failures=search.rows,
             failures_cut=search.cut,
             dead_letters=shown_letters,
-            dead_letters_total=len(letters),
+            dead_letters_more=len(letters) > shown,
             problems=problems,
         )
 

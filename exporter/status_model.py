@@ -131,7 +131,7 @@ class StatusSnapshot:
     failures: list[FailureRow] = field(default_factory=list)
     failures_cut: bool = False  # the search for failures stopped at its budget: there may be more
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    dead_letters_total: int = 0
+    dead_letters_more: bool = False  # more are parked than shown
     problems: list[str] = field(default_factory=list)
 
 

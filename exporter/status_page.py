@@ -233,12 +233,12 @@ def _letter_cells(letter: DeadLetter) -> list[str]:
     return [letter.dead_letter_id, reason, str(letter.deliveries), _utc(letter.created_at)]
 
 
-def _dead_letters(letters: Sequence[DeadLetter], total: int) -> Markup:
+def _dead_letters(letters: Sequence[DeadLetter], more: bool) -> Markup:
     header = ("ID", "reason", "deliveries", "parked at")
     table = _table(header, [_letter_cells(letter) for letter in letters], "No dead letters.")
-    if total <= len(letters):
+    if not more:
         return table
-    note = f"The {len(letters)} most recent of {total}; `dli-exporter dead-letters` lists them all."
+    note = f"The {len(letters)} most recent; `dli-exporter dead-letters` lists them all."
     return join([table, tag("p", note, class_="note")])
 
 
@@ -273,7 +273,7 @@ def render_status(snapshot: StatusSnapshot, *, refresh_seconds: int = 10) -> str
         _section("rates", "DLI request rate", _rates(snapshot.rates)),
         _section("failures", "Recent failures", _failures(snapshot.failures, snapshot.failures_cut)),
         _section(
-            "dead-letters", "Dead letters", _dead_letters(snapshot.dead_letters, snapshot.dead_letters_total)
+            "dead-letters", "Dead letters", _dead_letters(snapshot.dead_letters, snapshot.dead_letters_more)
         ),
     )
     head = join(

@@ -308,8 +308,8 @@ class FakeQueue:
         self.messages.pop(claim.message_id, None)
         self.parked.append(DeadLetter(claim.message_id, claim.body, reason, claim.deliveries, self.clock.now))
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        return list(self.parked)
+    async def dead_letters(self, newest: int | None = None) -> list[DeadLetter]:
+        return list(self.parked) if newest is None else list(self.parked[len(self.parked) - newest :])
 
     async def requeue(self, dead_letter_id: str) -> bool:
         return False

@@ -212,8 +212,15 @@ class RedisQueue:
         applied = bool(await self._run("dead_letter", *self._fence(claim), claim.body, reason, parked_at))
         log.warning("queue.dead_lettered", message_id=claim.message_id, reason=reason, applied=applied)
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        """Every parked message, oldest first, read in pages."""
+    async def dead_letters(self, newest: int | None = None) -> list[DeadLetter]:
+        """Parked messages, oldest first: every one (read in pages), or the `newest` most recent."""
+        if newest is not None:
+            if newest <= 0:
+                return []
+            async with self._conn.guard("queue.dead_letters"):
+                reply = await self._conn.client.xrevrange(self._dead, "+", "-", count=newest)
+            rows = cast(list[tuple[str, dict[str, str]]], reply)
+            return [_dead_letter(entry_id, fields) for entry_id, fields in reversed(rows)]
         letters: list[DeadLetter] = []
         start = "-"
         while True:

@@ -102,9 +102,9 @@ class SqliteQueue:
         )
         log.warning("queue.dead_lettered", message_id=claim.message_id, reason=reason, applied=parked)
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        """Every parked message, oldest first."""
-        return await self._db.read(_dead_letters)
+    async def dead_letters(self, newest: int | None = None) -> list[DeadLetter]:
+        """Parked messages, oldest first: every one, or the `newest` most recent."""
+        return await self._db.read(partial(_dead_letters, newest=newest))
 
     async def requeue(self, dead_letter_id: str) -> bool:
         """Put a parked message back as a new message (deliveries start again at zero)."""
@@ -202,13 +202,14 @@ def _dead_letter(conn: sqlite3.Connection, *, claim: Claim, reason: str, now: fl
     return True
 
 
-def _dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:
+def _dead_letters(conn: sqlite3.Connection, *, newest: int | None) -> list[DeadLetter]:
     rows = conn.execute(
-        "SELECT id, body, reason, deliveries, created_at FROM dead_letters ORDER BY id"
+        "SELECT id, body, reason, deliveries, created_at FROM dead_letters ORDER BY id DESC LIMIT ?",
+        (-1 if newest is None else newest,),  # SQLite: a negative limit is no limit
     ).fetchall()
     return [
         DeadLetter(dead_letter_id=str(row_id), body=body, reason=reason, deliveries=n, created_at=created)
-        for row_id, body, reason, n, created in rows
+        for row_id, body, reason, n, created in reversed(rows)
     ]
 
 

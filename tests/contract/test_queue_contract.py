@@ -231,6 +231,15 @@ async def test_dead_letters_are_listed_oldest_first(backend: Contract) -> None:
     parked = await backend.queue.dead_letters()
     assert [dead.reason for dead in parked] == ["reason-0", "reason-1", "reason-2"]
     assert len({dead.dead_letter_id for dead in parked}) == 3
+    # the status page reads only the newest few, still oldest first, however many are parked
+    newest = await backend.queue.dead_letters(newest=2)
+    assert [dead.reason for dead in newest] == ["reason-1", "reason-2"]
+    assert [dead.reason for dead in await backend.queue.dead_letters(newest=10)] == [
+        "reason-0",
+        "reason-1",
+        "reason-2",
+    ]
+    assert await backend.queue.dead_letters(newest=0) == []
 
 
 async def test_requeue_round_trip_resets_deliveries(backend: Contract) -> None:

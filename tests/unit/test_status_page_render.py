@@ -85,7 +85,7 @@ def evil_snapshot() -> StatusSnapshot:
         rates=[EndpointRate(f"E{EVIL}", 9.7, 10.0)],
         failures=[FailureRow(f"B{EVIL}", 3, [4, 5], f"C{EVIL}", f"M{EVIL}", f"Q{EVIL}")],
         dead_letters=[DeadLetter(f"D{EVIL}", "{}", f"W{EVIL}", 2, 0.0)],
-        dead_letters_total=1,
+        dead_letters_more=False,
         problems=[f"P{EVIL}"],
     )
 
@@ -384,9 +384,9 @@ async def test_the_source_shows_the_most_recent_dead_letters_and_a_whole_batch_f
     source = StatusSource(queue, ledger, Campaigns(), clock, PageLimits(dead_letters=3))
     snapshot = await source.snapshot()
     assert [d.dead_letter_id for d in snapshot.dead_letters] == ["29", "28", "27"]
-    assert snapshot.dead_letters_total == 30
+    assert snapshot.dead_letters_more
     assert snapshot.failures == [FailureRow("refused", None, [], "DLI.0003", "no")]
-    assert "The 3 most recent of 30" in Page(render_status(snapshot)).text
+    assert "The 3 most recent;" in Page(render_status(snapshot)).text
 
 
 async def test_a_store_that_cannot_be_reached_is_named_and_the_rest_still_shows() -> None:
@@ -394,7 +394,7 @@ async def test_a_store_that_cannot_be_reached_is_named_and_the_rest_still_shows(
     clock = ManualClock()
 
     class DownQueue(FakeQueue):
-        async def dead_letters(self) -> list[DeadLetter]:
+        async def dead_letters(self, newest: int | None = None) -> list[DeadLetter]:
             raise StoreUnavailable("connection refused")
 
     ledger = FakeLedger(clock)
