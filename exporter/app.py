@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from aiohttp import web
@@ -35,6 +36,7 @@ from exporter.http_status import add_status_page
 from exporter.iam import discovered_targets, list_projects
 from exporter.logs import log_asyncio_exception, log_tasks
 from exporter.migration.ports import MigrationLedger
+from exporter.paces import campaign_paces
 from exporter.pipeline import Pipeline
 from exporter.pipeline.campaigns import CampaignCloser
 from exporter.ports import BatchQueue, Ledger, RateLimiter
@@ -240,6 +242,7 @@ async def run_daemon(settings: Settings, *, until_empty: bool = False, serve_htt
                 defaults=plan_defaults(settings),
                 report_dir=str(settings.report_dir),
                 migrations=runtime.stores.migrations,
+                paces=partial(campaign_paces, runtime.stores.rates, settings),
             )
             add_status_page(app, runtime.stores.queue, runtime.stores.ledger, runtime.stores.campaigns)
             runner = web.AppRunner(app, access_log=None)

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from exporter.campaign import PlanDefaults, campaign_from_json, plan_campaign
-from exporter.campaign.record import CampaignStore
+from exporter.campaign.record import CampaignRecord, CampaignStore
 from exporter.campaign.submission import submit_campaign
 from exporter.campaign.views import campaign_report, load_view
 from exporter.campaign_metrics import CampaignGauges
 from exporter.errors import InvalidInput
 from exporter.http import SUBMISSION_ERRORS, refusal
 from exporter.migration.ports import MigrationLedger
+from exporter.paces import Pace, pace_json
 from exporter.ports import BatchQueue, Ledger
 from exporter.scrape import add_scrape_hook
 
-__all__ = ["add_campaign_routes"]
+__all__ = ["PaceReader", "add_campaign_routes"]
+
+PaceReader = Callable[[CampaignRecord], Awaitable[dict[str, Pace]]]
+"""Each region of a campaign and its DLI pace (exporter.paces.campaign_paces, bound to the daemon's)."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -33,7 +38,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class _CampaignEndpoints:
-    __slots__ = ("_campaigns", "_defaults", "_ledger", "_migrations", "_queue", "_report_dir")
+    __slots__ = ("_campaigns", "_defaults", "_ledger", "_migrations", "_queue", "_report_dir", "paces")
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class _CampaignEndpoints:
         self._ledger = ledger
         self._defaults = defaults
         self._report_dir = report_dir
+        self.paces: PaceReader | None = None
 
     async def submit(self, request: web.Request) -> web.Response:
         try:
@@ -72,7 +78,10 @@ class _CampaignEndpoints:
         if record is None:
             return _error(404, "no such campaign")
         view = await load_view(record, self._ledger, self._migrations)
-        return web.json_response(campaign_report(view, self._report_dir))
+        body = campaign_report(view, self._report_dir)
+        if self.paces is not None:  # each region's DLI pace, as `campaign status --json` has it
+            body["paces"] = {region: pace_json(pace) for region, pace in (await self.paces(record)).items()}
+        return web.json_response(body)
 
     async def list(self, _: web.Request) -> web.Response:
         records = await self._campaigns.list_campaigns()
@@ -96,8 +105,10 @@ def add_campaign_routes(
     defaults: PlanDefaults,
     report_dir: str,
     migrations: MigrationLedger | None = None,
+    paces: PaceReader | None = None,
 ) -> None:
     endpoints = _CampaignEndpoints(campaigns, queue, ledger, defaults, report_dir, migrations)
+    endpoints.paces = paces
     add_scrape_hook(app, CampaignGauges(campaigns, ledger).refresh)  # exporter_campaign_jobs on /metrics
     app.add_routes(
         [

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from exporter.rate_states import SharedRate
+from exporter.campaign.record import CampaignRecord
+from exporter.rate_states import RateStates, SharedRate
 from exporter.regions import limiter_scope
 from exporter.routes import RateLimit
 from exporter.settings import Settings
@@ -20,6 +21,7 @@ from exporter.tables import printable
 __all__ = [
     "DEFAULT_REGION",
     "Pace",
+    "campaign_paces",
     "endpoint_paces",
     "pace_json",
     "pace_line",
@@ -109,3 +111,9 @@ def endpoint_paces(settings: Settings, learned: Mapping[str, SharedRate]) -> lis
         return others
     default = region_paces(settings, learned, [(None, None, None)])[DEFAULT_REGION]
     return [default, *(pace for pace in others if pace.endpoint != default.endpoint)]
+
+
+async def campaign_paces(rates: RateStates, settings: Settings, record: CampaignRecord) -> dict[str, Pace]:
+    """Each region of the campaign and its DLI pace: what its replicas learned, or its fixed rate."""
+    regions = {(b.region, b.dli_endpoint, b.rate_limit) for b in record.batches}
+    return region_paces(settings, await rates.all(), sorted(regions, key=lambda r: r[0] or ""))

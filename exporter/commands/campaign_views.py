@@ -13,10 +13,10 @@ from exporter.campaign.views import CampaignView, campaign_job_lines, campaign_r
 from exporter.campaign_progress import campaign_status_json, follow_campaign, print_campaign
 from exporter.commands.common import command_settings, run_command
 from exporter.errors import InvalidInput
-from exporter.paces import Pace, region_paces
+from exporter.paces import Pace, campaign_paces
 from exporter.settings import Settings, mask_url_password
 
-__all__ = ["campaign_paces", "campaign_report_command", "campaign_status", "require_view"]
+__all__ = ["campaign_report_command", "campaign_status", "require_view"]
 
 
 async def require_view(stores: Stores, campaign_id: str, settings: Settings) -> CampaignView:
@@ -27,10 +27,8 @@ async def require_view(stores: Stores, campaign_id: str, settings: Settings) -> 
     return await load_view(record, stores.ledger, stores.migrations)
 
 
-async def campaign_paces(stores: Stores, settings: Settings, view: CampaignView) -> dict[str, Pace]:
-    """Each region's DLI pace: what its replicas learned (shared in the stores), or its fixed rate."""
-    regions = {(b.region, b.dli_endpoint, b.rate_limit) for b in view.record.batches}
-    return region_paces(settings, await stores.rates.all(), sorted(regions, key=lambda r: r[0] or ""))
+async def _paces(stores: Stores, settings: Settings, view: CampaignView) -> dict[str, Pace]:
+    return await campaign_paces(stores.rates, settings, view.record)
 
 
 @click.command("status")
@@ -48,7 +46,7 @@ def campaign_status(
     async def go() -> None:
         async with open_stores(settings) as stores:
             view = await require_view(stores, campaign_id, settings)
-            paces = await campaign_paces(stores, settings, view)
+            paces = await _paces(stores, settings, view)
             if as_json:
                 click.echo(json.dumps(campaign_status_json(view, time.time(), paces)))
                 return
@@ -59,7 +57,7 @@ def campaign_status(
                     return await require_view(stores, campaign_id, settings)
 
                 view = await follow_campaign(fetch, console=console, deadline_seconds=timeout) or view
-                paces = await campaign_paces(stores, settings, view)
+                paces = await _paces(stores, settings, view)
             print_campaign(console, view, time.time(), paces)
 
     run_command(go())

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.adapters.sqlite import SqliteBackend, open_sqlite
 from exporter.http import create_http_app
 from exporter.http_campaigns import add_campaign_routes
+from exporter.paces import campaign_paces
 from exporter.settings import Settings
 from exporter.wiring import plan_defaults
 
@@ -136,6 +138,7 @@ async def http(tmp_path: Path) -> AsyncIterator[tuple[TestClient, SqliteBackend]
             backend.ledger,
             defaults=plan_defaults(settings),
             report_dir="r",
+            paces=partial(campaign_paces, backend.rates, settings),
         )
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             yield client, backend
@@ -173,5 +176,12 @@ async def test_http_campaigns_202_then_200_then_409_and_400(
     shown = await client.get("/campaigns/h1")
     report = await shown.json()
     assert shown.status == 200 and report["state"] == "pending" and report["totals"]["jobs"] == 2
+    # each region's DLI pace: nothing learned yet at its gateway, so EXPORTER_RATE_START (auto)
+    assert report["paces"]["eu-west-101"] == {
+        "endpoint": "127.0.0.1:1",
+        "rate_per_second": 5.0,
+        "source": "learning",
+        "stated_limit_per_second": None,
+    }
     assert (await client.get("/campaigns/none")).status == 404
     assert await backend.queue.depth() == 1
