@@ -3,7 +3,8 @@ copying objects for migrations (server-side, or streamed in parts: `s3_copy.py`)
 
 Botocore's errors are turned into the exporter's outcome classes here, so the pipeline never sees a
 ClientError: 404 means "not there (yet)", 403 and other 4xx are Permanent, 5xx and connection trouble are
-Transient.
+Transient. With a credential source, refused credentials are refreshed once and the call sent again
+before that (`s3_auth.py`); only a second refusal is Permanent.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from exporter.adapters.s3_auth import RefreshingClient, RefusedAgain, refusal_code
 from exporter.adapters.s3_copy import copy_object, stream_parts, upload_parts
-from exporter.credentials.obs import obs_session
+from exporter.credentials.obs import ObsAuth, obs_session
 from exporter.credentials.source import CredentialSource
 from exporter.errors import Permanent, Transient
 from exporter.models import ObjectInfo
@@ -92,8 +94,25 @@ def _translate(error: ClientError | BotoCoreError, what: str, target: str = "") 
             request_id=request_id,
         )
     return Permanent(
-        f"OBS {what} refused with {status} {code}", code=f"OBS.{code}", status=status, request_id=request_id
+        f"OBS {what} {_refused(error, status, code)}",
+        code=f"OBS.{code}",
+        status=status,
+        request_id=request_id,
     )
+
+
+def _refused(error: ClientError, status: int, code: str) -> str:
+    """What a 4xx refusal says: whether it refused the credentials, and whether they were refreshed."""
+    refused = refusal_code(error)
+    if refused is None:
+        return f"refused with {status} {code}"
+    if refused == "403":
+        text = "refused with 403 (a HEAD answer names no code: a refused key, or a denied access)"
+    else:
+        text = f"refused the credentials with {status} {code}"
+    if isinstance(error, RefusedAgain):
+        text += ", again after the credentials were refreshed and the request sent once more"
+    return text
 
 
 class S3ObjectStore:
@@ -101,8 +120,8 @@ class S3ObjectStore:
 
     __slots__ = ("_client",)
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, client: Any, auth: ObsAuth | None = None) -> None:
+        self._client = RefreshingClient(client, auth) if auth is not None and auth.refreshable else client
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         try:
@@ -187,6 +206,7 @@ def _client_kwargs(options: S3Options) -> dict[str, Any]:
 @asynccontextmanager
 async def open_object_store(options: S3Options) -> AsyncIterator[S3ObjectStore]:
     """One S3 client for the process lifetime, closed on exit."""
-    session = aioboto3.Session() if options.credentials is None else obs_session(options.credentials)
+    auth = None if options.credentials is None else ObsAuth(options.credentials)
+    session = aioboto3.Session() if auth is None else obs_session(auth)
     async with session.client("s3", **_client_kwargs(options)) as client:
-        yield S3ObjectStore(client)
+        yield S3ObjectStore(client, auth)
