@@ -73,12 +73,16 @@ class Settings(BaseSettings):
     sk_file: Path | None = None
     security_token_file: Path | None = None
     auth_token_file: Path | None = None
-    credentials: SourceName = Field(default="env", description="env | files | metadata | iam-token")
+    credentials: SourceName = Field(
+        default="env", description="env | files | metadata | iam-token | workload-identity"
+    )
     credentials_poll_interval: float = Field(default=1.0, gt=0, le=3600, description="seconds between looks")
     metadata_url: str = Field(default="http://169.254.169.254", description="ECS/CCE metadata service")
     iam_domain: str | None = Field(default=None, description="iam-token: the account (domain) name")
     iam_user: str | None = Field(default=None, description="iam-token: the IAM user")
     iam_password_file: Path | None = Field(default=None, description="iam-token: the user's password")
+    idp_id: str | None = Field(default=None, description="workload-identity: IAM's identity provider")
+    id_token_file: Path | None = Field(default=None, description="workload-identity: the projected id token")
     credential_profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="[credentials.X]")
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
     read_timeout: float = Field(default=30.0, gt=0, le=3600)

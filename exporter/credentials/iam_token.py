@@ -31,6 +31,7 @@ __all__ = [
     "TOKENS_PATH",
     "IamTokenFetcher",
     "TokenScope",
+    "iam_error_code",
     "parse_token",
     "token_request",
 ]
@@ -71,7 +72,7 @@ def token_request(scope: TokenScope, password: str) -> bytes:
 def parse_token(status: int, headers: Mapping[str, str], body: bytes, now: float) -> Lease:
     """A 201's `X-Subject-Token` and `token.expires_at` as a lease; the typed error of anything else."""
     if status not in (200, 201):
-        raise failure(_SERVICE, status, code=_error_code(body))
+        raise failure(_SERVICE, status, code=iam_error_code(body))
     token = headers.get(SUBJECT_TOKEN_HEADER)
     if not token:
         raise Transient(f"{_SERVICE} answered {status} without {SUBJECT_TOKEN_HEADER}", reason="malformed")
@@ -83,7 +84,7 @@ def parse_token(status: int, headers: Mapping[str, str], body: bytes, now: float
     return Lease(token, obtained_at=now, expires_at=parse_expiry(expiry, _SERVICE))
 
 
-def _error_code(body: bytes) -> str | None:
+def iam_error_code(body: bytes) -> str | None:
     """IAM's `{"error": {"code": ..., "title": ...}}` or `{"error_code": ...}`; never the message."""
     try:
         data = json.loads(body)

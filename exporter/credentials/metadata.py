@@ -53,25 +53,27 @@ def _first(values: dict[str, Any], *names: str) -> Any:
     return next((values[name] for name in names if values.get(name)), None)
 
 
-def parse_security_key(body: bytes, now: float) -> Lease:
+def parse_security_key(body: bytes, now: float, *, service: str = _SERVICE) -> Lease:
     """The answer of `GET /openstack/latest/securitykey` as a lease; Transient when it is not one.
 
     Accepts the spellings the SDK accepts (`credential` or `credentials`; `access` or `accessKeyId`, ...).
+    IAM's temporary keys (`POST /v3.0/OS-CREDENTIAL/securitytokens`) have the same shape: the SDK reads
+    both with `StsAccessor._process_credential`; `service` names the one that answered.
     """
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        raise Transient(f"{_SERVICE} answered a body that is not JSON", reason="malformed") from None
+        raise Transient(f"{service} answered a body that is not JSON", reason="malformed") from None
     if isinstance(data, dict):
         data = data.get("credential") or data.get("credentials") or data
     if not isinstance(data, dict):
-        raise Transient(f"{_SERVICE} answered without a credential object", reason="malformed")
+        raise Transient(f"{service} answered without a credential object", reason="malformed")
     ak = _first(data, "access", "accessKeyId", "access_key_id")
     sk = _first(data, "secret", "secretAccessKey", "secret_access_key")
     token = _first(data, "securitytoken", "securityToken", "security_token")
     if not all(isinstance(value, str) for value in (ak, sk, token)):
-        raise Transient(f"{_SERVICE} answered without access, secret and securitytoken", reason="malformed")
-    expires_at = parse_expiry(_first(data, "expires_at", "expiration"), _SERVICE)
+        raise Transient(f"{service} answered without access, secret and securitytoken", reason="malformed")
+    expires_at = parse_expiry(_first(data, "expires_at", "expiration"), service)
     return Lease(Credentials(ak=ak, sk=sk, security_token=token), obtained_at=now, expires_at=expires_at)
 
 

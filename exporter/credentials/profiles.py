@@ -7,7 +7,7 @@ a profile, in any region, asks the same source: one metadata fetch, one token re
 watched per profile, however many endpoints use it.
 
 Sources are built when the daemon starts, so a key file that cannot be read stops it at once with the
-file's name; sources that fetch (metadata, IAM tokens) fetch on first use.
+file's name; sources that fetch (metadata, IAM tokens, workload identity) fetch on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from exporter.credentials.renewing import RenewingSource
 from exporter.credentials.source import CredentialSource
 from exporter.credentials.spec import DEFAULT_PROFILE, ProfileSpec
 from exporter.credentials.unknown import UnknownSource
+from exporter.credentials.workload import WorkloadFetcher, WorkloadIdentity
 from exporter.ports import Clock
 
 __all__ = ["ProfileDefaults", "ProfileSources", "Profiles", "build_sources"]
@@ -31,7 +32,8 @@ __all__ = ["ProfileDefaults", "ProfileSources", "Profiles", "build_sources"]
 
 @dataclass(frozen=True, slots=True)
 class ProfileDefaults:
-    """What a profile falls back on: EXPORTER_METADATA_URL, EXPORTER_IAM_ENDPOINT, EXPORTER_PROJECT_ID."""
+    """What a profile falls back on: EXPORTER_METADATA_URL, EXPORTER_IAM_ENDPOINT (iam-token and
+    workload-identity), EXPORTER_PROJECT_ID."""
 
     metadata_url: str
     iam_endpoint: str
@@ -67,6 +69,13 @@ def _fetching(
     if spec.source == "metadata":
         fetch = MetadataFetcher(session, spec.metadata_url or defaults.metadata_url, clock)
         return RenewingSource(f"{name}:metadata", fetch, clock)
+    if spec.source == "workload-identity":
+        assert spec.idp_id is not None  # noqa: S101 - profile_problems() checked these two
+        assert spec.id_token_file is not None  # noqa: S101
+        identity = WorkloadIdentity(
+            spec.iam_endpoint or defaults.iam_endpoint, spec.idp_id, spec.id_token_file
+        )
+        return RenewingSource(f"{name}:workload-identity", WorkloadFetcher(session, identity, clock), clock)
     assert spec.iam_domain is not None  # noqa: S101 - profile_problems() checked these three
     assert spec.iam_user is not None  # noqa: S101
     assert spec.iam_password_file is not None  # noqa: S101

@@ -30,7 +30,7 @@ __all__ = [
     "split_credentials_table",
 ]
 
-SourceName = Literal["env", "files", "metadata", "iam-token"]
+SourceName = Literal["env", "files", "metadata", "iam-token", "workload-identity"]
 DEFAULT_PROFILE = "default"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -38,6 +38,7 @@ PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _PAIRS = ("ak", "sk", "security_token", "auth_token", "obs_ak", "obs_sk")
 _KEY_FIELDS = (*_PAIRS, *(f"{name}_file" for name in _PAIRS))
 _IAM_FIELDS = ("iam_domain", "iam_user", "iam_password_file")
+_WORKLOAD_FIELDS = ("idp_id", "id_token_file")
 
 
 def check_profile_name(value: str) -> str:
@@ -85,6 +86,8 @@ class ProfileSpec(BaseModel):
     iam_domain: str | None = None
     iam_user: str | None = None
     iam_password_file: Path | None = None
+    idp_id: str | None = None  # workload-identity: the IAM identity provider trusting the id token
+    id_token_file: Path | None = None  # workload-identity: the projected OIDC id token, read at each fetch
     project_id: str | None = None  # the project an IAM token is scoped to; None: EXPORTER_PROJECT_ID
 
     def given(self, name: str) -> bool:
@@ -126,12 +129,19 @@ def _key_problems(spec: ProfileSpec, named: Callable[[str], str]) -> list[str]:
 
 
 def _fetched_problems(spec: ProfileSpec, named: Callable[[str], str], project_id: str | None) -> list[str]:
-    """metadata and iam-token fetch the DLI keys themselves: only OBS keys of their own may be given."""
+    """metadata, iam-token and workload-identity fetch the DLI keys themselves: only OBS keys of their
+    own may be given."""
     problems = [
         f"{named(name)} is not used with source {spec.source} (it fetches its own keys)"
         for name in _KEY_FIELDS
         if not name.startswith("obs_") and spec.given(name)
     ]
+    if spec.source == "workload-identity":
+        problems += [
+            f"{named(name)} is required with source workload-identity"
+            for name in _WORKLOAD_FIELDS
+            if not spec.given(name)
+        ]
     if spec.source == "iam-token":
         problems += [
             f"{named(name)} is required with source iam-token" for name in _IAM_FIELDS if not spec.given(name)

@@ -10,8 +10,8 @@ This module wires the pieces together; each lives in a module of its own:
 `gateway` (middlewares, and the order of events of a DLI call), `auth` (signatures and tokens),
 `export`, `listing`, `detail` and `importing` (the DLI APIs; `import_source` reads the imported ZIPs),
 `projects` (the target projects' job store), `iam` (IAM's project listing), `tokens` (IAM's tokens),
-`metadata` (the instance metadata service's temporary keys), `keys` (which keys and tokens are valid now),
-`bodies` (request bodies),
+`metadata` (the instance metadata service's temporary keys), `federation` (IAM's keys for a workload's id
+token), `keys` (which keys and tokens are valid now), `bodies` (request bodies),
 `store` (ZIP writes), `control` (the `/_sim/` endpoints), `state` (knobs, dice and counters), `answers`.
 """
 
@@ -45,6 +45,12 @@ from exporter.simulator.control import (
 from exporter.simulator.detail import show_job
 from exporter.simulator.export import export_jobs
 from exporter.simulator.faults import FaultKnobs
+from exporter.simulator.federation import (
+    ID_TOKEN_ROUTE,
+    SECURITY_TOKENS_ROUTE,
+    create_security_token,
+    create_token_by_id_token,
+)
 from exporter.simulator.gateway import DETAIL_ROUTE, EXPORT_ROUTE, IMPORT_ROUTE, LIST_ROUTE, frame, gateway
 from exporter.simulator.iam import IAM_ROUTE, list_iam_projects
 from exporter.simulator.importing import import_jobs
@@ -117,6 +123,9 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.router.add_get(api + r"/{job_id:\d+}", show_job, name=DETAIL_ROUTE, allow_head=False)
     app.router.add_get("/v3/projects", list_iam_projects, name=IAM_ROUTE, allow_head=False)
     app.router.add_post("/v3/auth/tokens", create_token, name=TOKENS_ROUTE)
+    app.router.add_post("/v3.0/OS-AUTH/id-token/tokens", create_token_by_id_token, name=ID_TOKEN_ROUTE)
+    securitytokens = "/v3.0/OS-CREDENTIAL/securitytokens"
+    app.router.add_post(securitytokens, create_security_token, name=SECURITY_TOKENS_ROUTE)
     app.router.add_put("/meta-data/latest/api/token", put_session_token, name=METADATA_TOKEN_ROUTE)
     app.router.add_get(
         "/openstack/latest/securitykey", get_security_key, name=METADATA_KEY_ROUTE, allow_head=False

@@ -4,9 +4,10 @@ Like the real gateway, a request is accepted only with a key that is enabled and
 security token that belongs to it), or an IAM token that has not expired. The ring starts with the
 settings' AK/SK (label `initial`, with `EXPORTER_SECURITY_TOKEN` when set) and `EXPORTER_AUTH_TOKEN` (never
 expiring); keys are added (`POST /_sim/keys`) and disabled (`POST /_sim/keys/LABEL/disable`) while the
-simulator runs, the metadata service mints temporary keys, IAM issues tokens, and `POST
-/_sim/tokens/expire` ends every issued token at once. Keys are known by a label everywhere outside this
-module (counters, control answers), never by their values.
+simulator runs, the metadata service and IAM mint temporary keys, IAM issues tokens, and `POST
+/_sim/tokens/expire` ends every issued token at once. Unscoped tokens (IAM's answer to a workload's id
+token) are kept apart: they buy temporary keys, and DLI does not accept them. Keys are known by a label
+everywhere outside this module (counters, control answers), never by their values.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class KeyRing:
     used: Counter[str] = field(default_factory=Counter)
     minted: int = 0
     sessions: dict[str, float] = field(default_factory=dict, repr=False)  # metadata session tokens
+    unscoped: dict[str, float] = field(default_factory=dict, repr=False)  # IAM's, for an id token
 
     def add(
         self,
@@ -75,14 +77,15 @@ class KeyRing:
         self.keys[ak] = key
         return key
 
-    def mint(self, now: float, ttl: float) -> SimKey:
-        """New temporary keys with their security token, valid for `ttl` seconds (the metadata service's)."""
+    def mint(self, now: float, ttl: float, *, by: str = "metadata") -> SimKey:
+        """New temporary keys with their security token, valid for `ttl` seconds, labelled `BY-N` (the
+        metadata service's, or IAM's for a token: `securitytoken`)."""
         self.prune(now)
         self.minted += 1
         return self.add(
             "TMP" + secrets.token_hex(10).upper(),
             secrets.token_urlsafe(30),
-            label=f"metadata-{self.minted}",
+            label=f"{by}-{self.minted}",
             security_token=secrets.token_urlsafe(48),
             expires_at=now + ttl,
         )
@@ -128,6 +131,7 @@ class KeyRing:
         self.keys = {ak: k for ak, k in self.keys.items() if k.expires_at is None or k.expires_at > old}
         self.tokens = {t: i for t, i in self.tokens.items() if i.expires_at is None or i.expires_at > old}
         self.sessions = {token: until for token, until in self.sessions.items() if until > old}
+        self.unscoped = {token: until for token, until in self.unscoped.items() if until > old}
 
     def snapshot(self) -> dict[str, object]:
         """What `GET /_sim/keys` shows: labels and states, never a value."""

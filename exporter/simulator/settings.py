@@ -125,6 +125,10 @@ class SimulatorSettings(BaseSettings):
     sim_iam_domain: str | None = Field(default=None, description="the account whose user gets tokens")
     sim_iam_user: str | None = None
     sim_iam_password: SecretStr | None = None
+    # a workload identity: the id token IAM exchanges for keys, from the identity provider sim_idp_id
+    sim_idp_id: str | None = Field(default=None, description="POST /v3.0/OS-AUTH/id-token/tokens")
+    sim_id_token: SecretStr | None = Field(default=None, description="the only id token accepted")
+    sim_securitytoken_ttl_seconds: float = Field(default=3600, gt=0, le=86_400, description="keys live")
 
     # --- faults (also changeable at runtime, see FaultKnobs) ----------------------------------------------
     sim_latency_ms: float = 0.0

@@ -7,6 +7,9 @@ is `sim_iam_user` of account `sim_iam_domain` with password `sim_iam_password`; 
 served here is answered `201` with `X-Subject-Token` and `token.expires_at`, valid
 `sim_token_ttl_seconds` (the DLI routes accept it until then, or until `POST /_sim/tokens/expire`). A
 wrong user or password is IAM's `401`; a body of another shape `400`. Neither throttled nor faulted.
+
+A workload identity's exchange (`EXPORTER_CREDENTIALS=workload-identity`, the SDK's `FederalAccessor`)
+is `federation.py`'s.
 """
 
 from __future__ import annotations
@@ -22,20 +25,20 @@ from aiohttp import web
 from exporter.simulator.answers import json_response
 from exporter.simulator.state import STATE, SimulatorState
 
-__all__ = ["TOKENS_ROUTE", "create_token"]
+__all__ = ["TOKENS_ROUTE", "create_token", "dig", "iam_error", "iso"]
 
 TOKENS_ROUTE = "iam_tokens"
 
 
-def _iso(moment: float) -> str:
+def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _iam_error(status: int, title: str, message: str) -> web.Response:
+def iam_error(status: int, title: str, message: str) -> web.Response:
     return json_response(status, {"error": {"code": status, "title": title, "message": message}})
 
 
-def _dig(data: Any, *path: str) -> Any:
+def dig(data: Any, *path: str) -> Any:
     for key in path:
         data = data.get(key) if isinstance(data, dict) else None
     return data
@@ -43,7 +46,7 @@ def _dig(data: Any, *path: str) -> Any:
 
 def _scope(state: SimulatorState, data: Any) -> str | None:
     """The project the token is for: its ID, or the region's main project by name."""
-    project = _dig(data, "auth", "scope", "project")
+    project = dig(data, "auth", "scope", "project")
     if not isinstance(project, dict):
         return None
     if project.get("id") in state.projects:
@@ -58,7 +61,7 @@ def _password_ok(state: SimulatorState, user: Any) -> bool:
         return False
     expected = settings.sim_iam_password.get_secret_value().encode()
     given = str(user.get("password", "")).encode()
-    names = (user.get("name"), _dig(user, "domain", "name"))
+    names = (user.get("name"), dig(user, "domain", "name"))
     return names == (settings.sim_iam_user, settings.sim_iam_domain) and hmac.compare_digest(given, expected)
 
 
@@ -68,19 +71,19 @@ async def create_token(request: web.Request) -> web.Response:
         data = json.loads(await request.read())
     except ValueError:
         data = None
-    if _dig(data, "auth", "identity", "methods") != ["password"]:
-        return _iam_error(400, "Bad Request", "The request body is invalid.")
-    if not _password_ok(state, _dig(data, "auth", "identity", "password", "user")):
-        return _iam_error(401, "Unauthorized", "The username or password is wrong.")
+    if dig(data, "auth", "identity", "methods") != ["password"]:
+        return iam_error(400, "Bad Request", "The request body is invalid.")
+    if not _password_ok(state, dig(data, "auth", "identity", "password", "user")):
+        return iam_error(401, "Unauthorized", "The username or password is wrong.")
     project_id = _scope(state, data)
     if project_id is None:
-        return _iam_error(400, "Bad Request", "The scope is invalid: no such project.")
+        return iam_error(400, "Bad Request", "The scope is invalid: no such project.")
     now = time.time()
     token, expires_at = state.keys.issue_token(now, state.settings.sim_token_ttl_seconds, project_id)
     body = {
         "token": {
-            "expires_at": _iso(expires_at),
-            "issued_at": _iso(now),
+            "expires_at": iso(expires_at),
+            "issued_at": iso(now),
             "methods": ["password"],
             "project": {"id": project_id},
             "user": {"name": state.settings.sim_iam_user, "domain": {"name": state.settings.sim_iam_domain}},
