@@ -6,52 +6,24 @@ other problem of the campaign, so nothing of a migration campaign is queued whil
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from textwrap import dedent
-from typing import Any
 
 import pytest
+from campaign_files import DEFAULTS, plan_file, problems_of, write
 
-from exporter.campaign import CampaignError, CampaignPlan, PlanDefaults, load_campaign_file, plan_campaign
+from exporter.campaign import CampaignError, PlanDefaults, load_campaign_file
 from exporter.routes import Destination, OnConflict, RegionRoute
 from exporter.submission import request_identity
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 TARGET_PROJECT = "fedcba9876543210fedcba9876543210"
-DEFAULTS = PlanDefaults(
-    chunk_size=100,
-    dli_endpoint_template="https://dli.{region}.myhuaweicloud.com",
-    obs_endpoint_template="https://obs.{region}.myhuaweicloud.com",
-    max_jobs=1000,
-)
 HEAD = 'campaign_id = "c1"\nobs_dir = "bucket/{region}/{project_id}"\n'
 ASIA = RegionRoute(
     name="ap-southeast-1",
     dli_endpoint="https://dli.ap-southeast-1.myhuaweicloud.com",
     obs_endpoint="https://obs.ap-southeast-1.myhuaweicloud.com",
 )
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "campaign.toml"
-    path.write_text(dedent(text), encoding="utf-8")
-    return path
-
-
-def plan_file(path: Path, **kwargs: Any) -> CampaignPlan:
-    options: dict[str, Any] = {
-        "digest_of": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "defaults": DEFAULTS,
-    }
-    options.update(kwargs)
-    return plan_campaign(load_campaign_file(path), source=str(path), base_dir=path.parent, **options)
-
-
-def problems_of(path: Path, **kwargs: Any) -> list[str]:
-    with pytest.raises(CampaignError) as caught:
-        plan_file(path, **kwargs)
-    return [line.removeprefix(f"{path}: ") for line in caught.value.problems]
 
 
 def migration(

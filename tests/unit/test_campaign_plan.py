@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from textwrap import dedent
-from typing import Any
 
 import pytest
+from campaign_files import DEFAULTS, plan_file, problems_of, write
 
 from exporter.campaign import (
     CampaignError,
-    CampaignPlan,
     PlanDefaults,
     campaign_from_json,
     load_campaign_file,
@@ -23,12 +21,6 @@ from exporter.campaign import (
 from exporter.routes import RegionRoute
 
 PROJECT = "0123456789abcdef0123456789abcdef"
-DEFAULTS = PlanDefaults(
-    chunk_size=100,
-    dli_endpoint_template="https://dli.{region}.myhuaweicloud.com",
-    obs_endpoint_template="https://obs.{region}.myhuaweicloud.com",
-    max_jobs=1000,
-)
 
 GOOD = f"""
 campaign_id = "tenant-2026-12"
@@ -58,29 +50,6 @@ project_id = "p3"
 job_ids_file = "ids.txt"
 obs_dir = "other-bucket/{{campaign_id}}/x"
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "campaign.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(dedent(text), encoding="utf-8")
-    return path
-
-
-def plan_file(path: Path, **kwargs: Any) -> CampaignPlan:
-    """Load and plan a file the way the CLI does: IDs files next to it, its sha256 for the ID."""
-    options: dict[str, Any] = {
-        "digest_of": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "defaults": DEFAULTS,
-    }
-    options.update(kwargs)
-    return plan_campaign(load_campaign_file(path), source=str(path), base_dir=path.parent, **options)
-
-
-def problems_of(path: Path, **kwargs: Any) -> list[str]:
-    with pytest.raises(CampaignError) as caught:
-        plan_file(path, **kwargs)
-    assert str(caught.value) == "\n".join(caught.value.problems)
-    return [line.removeprefix(f"{path}: ") for line in caught.value.problems]
 
 
 def load_problems(path: Path) -> list[str]:
