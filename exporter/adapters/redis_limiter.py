@@ -18,6 +18,7 @@ without a slot.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ from redis.commands.core import AsyncScript
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
+from exporter.adapters.gate import ReservationGate
 from exporter.adapters.limiter import ReleaseSpacer
 from exporter.adapters.redis_connection import RedisConnection
 from exporter.clock import SystemClock
@@ -41,6 +43,7 @@ _FIRST_RETRY = 0.05
 _LONGEST_RETRY = 2.0
 _LATE_ENOUGH = 0.02
 _LEAST_LATENESS = 0.005  # below this, a loop a little late on every turn would take new slots for ever
+_RESERVE_AHEAD = 0.25  # seconds of slots an adaptive pace lets this replica's callers hold at once
 GIVE_UP_AFTER: Final = 60.0
 """Seconds a caller keeps asking an unreachable Redis for a slot before it raises StoreUnavailable."""
 
@@ -101,6 +104,7 @@ class RedisRateLimiter:
         "_burst",
         "_clock",
         "_conn",
+        "_gate",
         "_give_up_after",
         "_interval_us",
         "_keys",
@@ -141,7 +145,8 @@ class RedisRateLimiter:
         }
         self._waiting = 0
         self._spacer = ReleaseSpacer(0.0, self._clock)
-        self.set_rate(rate)
+        self._gate: ReservationGate | None = None  # an adaptive pace only (see set_rate)
+        self._pace(rate)
 
     @property
     def rate(self) -> float:
@@ -149,7 +154,19 @@ class RedisRateLimiter:
 
     def set_rate(self, rate: float) -> None:
         """Pace this replica's reservations at `rate` from the next one on (each replica sets its own:
-        the shared schedule is the TAT, moved by every reservation's interval)."""
+        the shared schedule is the TAT, moved by every reservation's interval).
+
+        A pace set from outside (EXPORTER_RATE_LIMIT=auto) also bounds how far ahead this replica's
+        callers reserve: at most a quarter second of slots at a time, so a faster pace reaches the
+        shared schedule within that, instead of after every slot reserved at the old one."""
+        self._pace(rate)
+        holders = max(2, self._burst, math.ceil(rate * _RESERVE_AHEAD))
+        if self._gate is None:
+            self._gate = ReservationGate(holders)
+        else:
+            self._gate.resize(holders)
+
+    def _pace(self, rate: float) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._interval_us = _MICROSECONDS / rate
@@ -172,22 +189,28 @@ class RedisRateLimiter:
         began = self._clock.monotonic()
         self._waiting += 1
         try:
-            while True:
-                wait_us = await self._patiently(
-                    "reserve", self._keys, [self._interval_us, self._tolerance_us]
-                )
-                if wait_us <= 0:
-                    break
-                slot = self._clock.monotonic() + wait_us / _MICROSECONDS
-                await self._clock.sleep(wait_us / _MICROSECONDS)
-                if self._clock.monotonic() - slot > self._late:
-                    continue  # our loop stalled past the slot: take a new one rather than burst
-                if await self._patiently("pause_left", self._keys[1:], []) <= 0:
-                    break
+            if self._gate is None:
+                await self._reserve()
+            else:
+                async with self._gate:
+                    await self._reserve()
             await self._spacer.space()
             return self._clock.monotonic() - began
         finally:
             self._waiting -= 1
+
+    async def _reserve(self) -> None:
+        """Take a shared slot and sleep until it (again, if a pause began or our loop stalled)."""
+        while True:
+            wait_us = await self._patiently("reserve", self._keys, [self._interval_us, self._tolerance_us])
+            if wait_us <= 0:
+                return
+            slot = self._clock.monotonic() + wait_us / _MICROSECONDS
+            await self._clock.sleep(wait_us / _MICROSECONDS)
+            if self._clock.monotonic() - slot > self._late:
+                continue  # our loop stalled past the slot: take a new one rather than burst
+            if await self._patiently("pause_left", self._keys[1:], []) <= 0:
+                return
 
     async def pause(self, seconds: float, message: str = "") -> None:
         """Nobody on any replica gets a slot until `seconds` from now (or a later pause already set)."""

@@ -168,6 +168,27 @@ async def test_limiter_set_rate_paces_at_the_new_rate(backend: RedisBackend) -> 
     assert 0.15 <= time.monotonic() - began < 0.6
 
 
+async def test_an_adaptive_pace_reaches_callers_that_were_already_waiting(backend: RedisBackend) -> None:
+    """20 callers at 1/s, then 100/s once the first is through: the rest are out within about a
+    second, not at the 1/s slots they would all have reserved at once without the reservation gate."""
+    limiter = backend.limiter(rate=1.0)
+    limiter.set_rate(1.0)  # a pace set from outside, as AdaptiveLimiter does
+    first_out = asyncio.Event()
+    done: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        done.append(time.monotonic())
+        first_out.set()
+
+    began = time.monotonic()
+    tasks = [asyncio.create_task(one()) for _ in range(20)]
+    await first_out.wait()
+    limiter.set_rate(100.0)
+    await asyncio.gather(*tasks)
+    assert max(done) - began < 4.0  # 19 s at the old pace; the 2 slots held at 1/s, then 100/s
+
+
 async def test_limiter_burst_lets_that_many_through_at_once(backend: RedisBackend) -> None:
     """With burst 3 the first three slots are immediate and the fourth waits one interval."""
     limiter = backend.limiter(rate=2.0, burst=3)
