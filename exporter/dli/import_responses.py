@@ -20,10 +20,11 @@ import re
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from exporter.dli.responses import (
     _malformed,
+    _NoneIsEmpty,
     _raise_for_status,
     _raise_unless_success,
     _request_id,
@@ -118,12 +119,7 @@ class _MappingEntry(BaseModel):
 
 
 class _ImportBody(_SuccessBody):
-    job_mapping: list[_MappingEntry] = Field(default_factory=list)
-
-    @field_validator("job_mapping", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: object) -> object:
-        return [] if value is None else value
+    job_mapping: Annotated[list[_MappingEntry], _NoneIsEmpty] = Field(default_factory=list)
 
 
 class _Detail(BaseModel):

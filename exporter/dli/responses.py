@@ -30,11 +30,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.errors import AuthError, DliError, Permanent, Transient
 from exporter.models import ExportResult, JobSummary
@@ -187,13 +187,16 @@ class _SuccessBody(BaseModel):
         return parsed
 
 
-class _ExportBody(_SuccessBody):
-    zip_file: list[str] = Field(default_factory=list)
+def _none_is_empty(value: object) -> object:
+    return [] if value is None else value
 
-    @field_validator("zip_file", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: object) -> object:
-        return [] if value is None else value
+
+_NoneIsEmpty = BeforeValidator(_none_is_empty)
+"""DLI sends `null` where a list is empty (`zip_file`, `job_mapping`): read it as the empty list."""
+
+
+class _ExportBody(_SuccessBody):
+    zip_file: Annotated[list[str], _NoneIsEmpty] = Field(default_factory=list)
 
 
 class _JobList(BaseModel):
