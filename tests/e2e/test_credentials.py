@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from secret_volume import SecretVolume
-from support import CLI, run_cli
+from support import CLI, eventually, run_cli
 
 from exporter.credentials.spec import ProfileSpec
 from exporter.devstack import DEV_AK, DEV_PROJECT, DEV_SK, RegionSim, local_regions, settings_env
@@ -46,12 +46,9 @@ IAM = {"iam_domain": "acct-e2e", "iam_user": "exporter", "iam_password": "pw-E2e
 
 async def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 30) -> float:
     """Poll `condition` until it holds (bounded); the seconds it took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while not condition():
-        assert loop.time() - started < limit_s, f"never happened within {limit_s} s: {what}"
-        await asyncio.sleep(0.02)
-    return loop.time() - started
+    started = asyncio.get_running_loop().time()
+    await eventually(condition, what, limit_s=limit_s, interval=0.02)
+    return asyncio.get_running_loop().time() - started
 
 
 @dataclass

@@ -8,7 +8,6 @@ uses (read from the files, so they cannot drift), and the campaign's gauges must
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from observability_files import missing_metrics, used_metric_names
 from prometheus_client.parser import text_string_to_metric_families
-from support import CLI, free_port
+from support import free_port, start_cli
 
 from exporter.devstack import settings_env
 
@@ -74,13 +73,7 @@ async def daemon(stack: Any) -> AsyncIterator[tuple[str, Any]]:
         env = settings_env(
             s.settings, http_port=port, chunk_size=5, poll_interval=0.05, verify_grace_seconds=5
         )
-        process = await asyncio.create_subprocess_exec(
-            *CLI,
-            "serve",
-            env={**os.environ, **env},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await start_cli(env, "serve")
         try:
             yield f"http://127.0.0.1:{port}", s
         finally:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import free_port
+from support import free_port, start_cli
 
 from exporter.devstack import settings_env
 
@@ -25,16 +25,6 @@ CONCURRENCY = 8
 
 def _cli() -> list[str]:
     return [sys.executable, "-m", "exporter.cli"]
-
-
-async def _start(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *_cli(),
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 async def _submit(env: dict[str, str], batch_id: str, bucket: str, job_ids: range) -> None:
@@ -81,7 +71,7 @@ async def _wait_for_progress(port: int, batch_id: str, done_fraction: float, lim
 
 
 async def _finish_with_worker(env: dict[str, str]) -> None:
-    worker = await _start(env, "work", "--until-empty")
+    worker = await start_cli(env, "work", "--until-empty")
     _, err = await asyncio.wait_for(worker.communicate(), 120)
     assert worker.returncode == 0, err.decode()[-2000:]
 
@@ -112,7 +102,7 @@ async def test_kill9_mid_campaign_loses_nothing_and_repeats_at_most_concurrency(
         port = free_port()
         env = _env(s, port)
         await _submit(env, "crash", s.bucket, range(1, JOBS + 1))
-        daemon = await _start(env, "serve")
+        daemon = await start_cli(env, "serve")
         try:
             await _wait_for_progress(port, "crash", 0.3)
         finally:
@@ -136,7 +126,7 @@ async def test_sigterm_drains_exits_zero_and_another_instance_finishes(stack: An
         port = free_port()
         env = _env(s, port)
         await _submit(env, "drain", s.bucket, range(1, JOBS + 1))
-        daemon = await _start(env, "serve")
+        daemon = await start_cli(env, "serve")
         await _wait_for_progress(port, "drain", 0.2)
         daemon.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(daemon.communicate(), 2 + 8)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import free_port
+from support import free_port, start_cli
 
 from exporter.app import open_stores
 from exporter.devstack import settings_env
@@ -40,15 +38,8 @@ async def replicas(
     try:
         for _ in range(count):
             port = free_port()
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "exporter.cli",
-                "serve",
-                env={**os.environ, **env, "EXPORTER_HTTP_PORT": str(port)},
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
+            env_port = {**env, "EXPORTER_HTTP_PORT": str(port)}
+            process = await start_cli(env_port, "serve", stderr=asyncio.subprocess.DEVNULL)
             started.append((process, port))
         yield started
     finally:

@@ -10,15 +10,14 @@ no dialog opened.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from playwright.async_api import Dialog, Page, async_playwright
-from support import free_port
+from support import eventually, free_port, start_cli
 
 from exporter.devstack import DEV_AK, DEV_SK, settings_env
 
@@ -27,33 +26,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # Debian's; .ci/run installs it, nothing is downloaded
 EXPORT_MESSAGE = "<script>alert(1)</script><b>bold</b> &amp; more"
 LIST_MESSAGE = '<img src=x onerror="alert(2)">listing refused'
-
-
-async def _start_daemon(env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter.cli",
-        "serve",
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
-async def _until(check: Any, what: str, limit_s: float = 60) -> Any:
-    """Poll `check()` (bounded) until it returns something true; that is the answer."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while loop.time() < deadline:
-        try:
-            answer = await check()
-        except aiohttp.ClientError:
-            answer = None
-        if answer:
-            return answer
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: not within {limit_s}s")
+NOT_YET = (aiohttp.ClientError,)  # the daemon still starting
 
 
 class Daemon:
@@ -80,19 +53,19 @@ class Daemon:
 async def _run_batches(daemon: Daemon, simulator: Any, bucket: str) -> None:
     """One batch with an unknown job, then one refused job by job and one refused whole."""
     await daemon.submit({"batch_id": "nightly-ok", "obs_dir": f"{bucket}/ok", "job_ids": list(range(1, 41))})
-    await _until(lambda: daemon.finished("nightly-ok"), "nightly-ok finished")
+    await eventually(lambda: daemon.finished("nightly-ok"), "nightly-ok finished", ignore=NOT_YET)
     simulator.set_faults(
         export_error=f"400:DLI.0001:{EXPORT_MESSAGE}", list_error=f"403:DLI.0003:{LIST_MESSAGE}"
     )
     await daemon.submit({"batch_id": "html-refusal", "obs_dir": f"{bucket}/refused", "job_ids": [41, 42]})
     await daemon.submit({"batch_id": "listing-refused", "obs_dir": f"{bucket}/all", "select_all": True})
     for batch_id in ("html-refusal", "listing-refused"):
-        await _until(lambda b=batch_id: daemon.finished(b), f"{batch_id} finished")  # type: ignore[misc]
+        await eventually(partial(daemon.finished, batch_id), f"{batch_id} finished", ignore=NOT_YET)
 
     async def parked() -> bool:
         return "No dead letters." not in await daemon.page_text()
 
-    await _until(parked, "the refused listing parked in dead letters")
+    await eventually(parked, "the refused listing parked in dead letters", ignore=NOT_YET)
 
 
 async def _cells(page: Page, section: str, has_text: str) -> list[list[str]]:
@@ -133,8 +106,7 @@ async def _look(base: str) -> dict[str, Any]:
             await page.locator("#batches a", has_text="nightly-ok").click()
             await page.wait_for_url(f"{base}/batches/nightly-ok")
             seen["followed"] = await page.inner_text("body")
-            await asyncio.sleep(0.2)  # a dialog, were one opened, would have been reported by now
-            seen["dialogs"] = dialogs
+            seen["dialogs"] = dialogs  # an alert() blocks the page: one would have come before goto returned
         finally:
             await browser.close()
     return seen
@@ -154,12 +126,12 @@ async def test_the_status_page_shows_figures_and_dli_messages_as_text(stack: Any
             verify_grace_seconds=2,
             retry_initial_backoff=0.02,
         )
-        process = await _start_daemon(env)
+        process = await start_cli(env, "serve", stderr=asyncio.subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session:
                 daemon = Daemon(session, base)
-                await _until(daemon.page_text, "the daemon listening")
+                await eventually(daemon.page_text, "the daemon listening", ignore=NOT_YET)
                 await _run_batches(daemon, s.simulator, s.bucket)
                 async with session.get(f"{base}/batches/nightly-ok") as response:
                     assert response.headers["Link"] == '</>; rel="status"'

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 from prometheus_client import generate_latest
 from security.private_redis import needs_redis_server, private_redis
-from support import free_port
+from support import free_port, start_cli
 
 from exporter import metrics
 from exporter.adapters.limiter import LocalRateLimiter
@@ -245,15 +245,7 @@ async def test_daemon_process_leaks_no_secret(s3_server: str, tmp_path: Path) ->
             "25",
         )
         assert code == 0, submitted
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "exporter.cli",
-            "serve",
-            env={**os.environ, **env},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        daemon = await start_cli(env, "serve")
         try:
             await _wait_finished(port, "daemon")
             answers = await _http_answers(port, "daemon")
