@@ -32,7 +32,7 @@ from bench.common import (
 )
 from bench.figures import Check, Direction, safe_ratio, steady_rate, window_rates
 from bench.processes import Child
-from bench.report import BenchResult
+from bench.report import BenchResult, pyplot
 
 NUMBER = 10
 LIMITS = (20, 60, 150)
@@ -119,10 +119,7 @@ async def measure(workdir: Path) -> BenchResult:
 
 def plot_adaptive(result: BenchResult, path: Path) -> None:
     """Exports/s over time for each run against its limit: stated (left) and unstated (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, stated in zip(axes, (True, False), strict=True):

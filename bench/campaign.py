@@ -42,7 +42,7 @@ from bench.common import (
 from bench.figures import Check, Direction, crossing_time, safe_ratio, steady_rate, window_rates
 from bench.processes import BenchError, Child
 from bench.procs.regions import Region, running_regions
-from bench.report import BenchResult
+from bench.report import BenchResult, pyplot
 from exporter.devstack import DEV_AK, DEV_SK, free_port, settings_env
 from exporter.settings import Settings
 
@@ -263,10 +263,7 @@ async def measure(workdir: Path) -> BenchResult:
 
 def plot_campaign(result: BenchResult, path: Path) -> None:
     """Each region's exports/s over 1-s windows against its own limit (drawn by bench.report)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for index, (name, limit) in enumerate(result.series["limits"].items()):

@@ -39,7 +39,7 @@ from bench.common import (
 )
 from bench.figures import Check, Direction, safe_ratio
 from bench.processes import BenchError, Child
-from bench.report import BenchResult
+from bench.report import BenchResult, pyplot
 from exporter.devstack import DEV_PROJECT, create_bucket
 from exporter.simulator.gateway import API_ROUTES, DETAIL_ROUTE
 from exporter.simulator.job_fields import job_name
@@ -268,10 +268,7 @@ async def measure(workdir: Path) -> BenchResult:
 
 def plot_migration(result: BenchResult, path: Path) -> None:
     """Chunks through each stage over time (the largest migration; export alone dashed), calls per route."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     alone, large = result.series["runs"][0], result.series["runs"][-1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})

@@ -27,6 +27,7 @@ __all__ = [
     "load_results",
     "machine_info",
     "print_result",
+    "pyplot",
     "render_table",
     "write_plots",
     "write_result",
@@ -174,7 +175,8 @@ def render_table(results: Sequence[BenchResult]) -> str:
 # --- the plots --------------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported when a plot is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +186,7 @@ def _pyplot() -> Any:
 
 
 def _plot_summary(results: Sequence[BenchResult], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     checks = [(f"{r.number}. {c.label}", c) for r in results for c in r.checks]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(checks) + 1.2))
     values = [c.vs_target if c.vs_target == c.vs_target else 0.0 for _, c in checks]
@@ -207,7 +209,7 @@ def _plot_summary(results: Sequence[BenchResult], path: Path) -> None:
 
 
 def _plot_rate_limit(result: BenchResult, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     samples = result.series["samples"]
     limit = float(result.figures["R (req/s)"])
     exports = window_rates([(s[0], s[1]) for s in samples], 1.0)
@@ -228,7 +230,7 @@ def _plot_rate_limit(result: BenchResult, path: Path) -> None:
 
 def _bars(path: Path, title: str, panels: Sequence[dict[str, Any]]) -> None:
     """Side-by-side bar panels, each {"ylabel", "bars": {name: value}, optional "log", "xlabel", "target"}."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         bars: dict[str, float] = panel["bars"]
@@ -257,7 +259,7 @@ def _plot_bars_from_series(result: BenchResult, path: Path) -> None:
 
 
 def _plot_memory(result: BenchResult, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     runs = result.series["runs"]
     ids = [run["ids"] for run in runs]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
