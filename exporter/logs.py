@@ -166,10 +166,24 @@ def configure_logging(
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *stamping, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        # One writer for every logger: the lazy module-level loggers call the factory on each line, and a
+        # new WriteLogger per line was a measurable share of the hot path's CPU.
+        logger_factory=_SharedWriter(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(stream or sys.stderr, level, stamping, renderer)
+
+
+class _SharedWriter:
+    """A structlog logger factory that hands out one `WriteLogger` (it is stateless but for its file)."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, stream: TextIO) -> None:
+        self._writer = structlog.WriteLogger(stream)
+
+    def __call__(self, *_args: Any) -> structlog.WriteLogger:
+        return self._writer
 
 
 def _route_stdlib_logging(stream: TextIO, level: str, pre_chain: list[Any], renderer: Any) -> None:

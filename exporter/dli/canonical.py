@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "parse_sdk_date",
     "payload_hash",
     "sdk_date",
+    "sdk_date_of",
     "signed_parts",
 ]
 
@@ -90,12 +92,24 @@ def mask_access_key(ak: str) -> str:
 
 def sdk_date(now: datetime | None = None) -> str:
     """`now` (default: the current time) as X-Sdk-Date; a naive datetime is taken to be UTC."""
-    moment = datetime.now(UTC) if now is None else now
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
+    if now is None:
+        return sdk_date_of(time.time())
+    moment = now.astimezone(UTC) if now.tzinfo is not None else now
     return moment.strftime(SDK_DATE_FORMAT)
 
 
+def sdk_date_of(timestamp: float) -> str:
+    """A Unix timestamp as X-Sdk-Date (whole seconds, as the format has them)."""
+    return _sdk_date_of_second(int(timestamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _sdk_date_of_second(second: int) -> str:
+    """Formatted once per second, not once per request."""
+    return datetime.fromtimestamp(second, UTC).strftime(SDK_DATE_FORMAT)
+
+
+@functools.lru_cache(maxsize=64)  # pure; the requests of one second share their date
 def parse_sdk_date(raw: str) -> tuple[datetime, str]:
     """X-Sdk-Date as an aware UTC datetime, and as the SDK re-formats it for the string to sign."""
     if _PLAIN_DATE.fullmatch(raw):  # the usual case, ten times faster than strptime

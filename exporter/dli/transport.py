@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -18,9 +17,10 @@ import structlog
 import yarl
 
 from exporter import metrics
+from exporter.dli.canonical import sdk_date_of
 from exporter.dli.responses import error_from_exception
 from exporter.dli.retry import RetryPolicy
-from exporter.dli.signer import Credentials, canonical_query_string, sdk_date, sign_request, token_headers
+from exporter.dli.signer import Credentials, canonical_query_string, sign_request, token_headers
 from exporter.errors import DliError, Permanent, Transient
 from exporter.ports import Clock, RateLimiter
 
@@ -131,7 +131,7 @@ class DliTransport:
             return url, {**headers, **token_headers(auth, request.project_id)}
         if auth.project_id != request.project_id:  # X-Project-Id must name the project in the path
             auth = replace(auth, project_id=request.project_id)
-        date = sdk_date(datetime.fromtimestamp(self._clock.time(), UTC))
+        date = sdk_date_of(self._clock.time())
         signed, _parts = sign_request(
             request.method, self._host, path, request.query, headers, request.body, auth, date
         )

@@ -112,8 +112,33 @@ class VerifyStage:
         return record.model_copy(update={"error": error, "verified": False})
 
     async def _head_within_grace(self, bucket: str, key: str) -> ObjectInfo | None:
-        """None when the object is still missing at the end of the grace; _Deferred when OBS kept failing."""
+        """None when the object is still missing at the end of the grace; _Deferred when OBS kept failing.
+
+        The first HEAD runs outside tenacity (setting its loop up cost more CPU than an in-process HEAD
+        itself); only a miss or a transient error starts the loop, which counts it as its first attempt.
+        """
         deadline = self._clock.monotonic() + self._grace
+        try:
+            found = await self._store.head(bucket, key)
+        except Transient as error:
+            return await self._retry_head(bucket, key, deadline, error)
+        if found is not None:
+            return found
+        return await self._retry_head(bucket, key, deadline, None)
+
+    async def _retry_head(
+        self, bucket: str, key: str, deadline: float, first: Transient | None
+    ) -> ObjectInfo | None:
+        """The grace loop after a first HEAD that missed (None) or failed (`first`), replayed as attempt 1."""
+        replay: list[Transient | None] = [first]
+
+        async def head() -> ObjectInfo | None:
+            if replay:
+                error = replay.pop()
+                if error is not None:
+                    raise error
+                return None
+            return await self._store.head(bucket, key)
 
         def wait(state: RetryCallState) -> float:
             backoff = min(_FIRST_DELAY * 2.0 ** (state.attempt_number - 1), _MAX_DELAY)
@@ -126,7 +151,7 @@ class VerifyStage:
             sleep=self._clock.sleep,
             retry_error_callback=_last_outcome,
         )
-        found: ObjectInfo | None = await retrying(self._store.head, bucket, key)
+        found: ObjectInfo | None = await retrying(head)
         return found
 
     async def _deep_check(self, bucket: str, key: str, size: int) -> str | None:

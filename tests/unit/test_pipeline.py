@@ -133,6 +133,39 @@ async def test_zip_never_appearing_is_failed_as_missing(tmp_path: Path) -> None:
     assert clock.now - started >= 10
 
 
+async def test_obs_failing_once_then_answering_is_verified_after_one_backoff(tmp_path: Path) -> None:
+    """A transient OBS error on the first HEAD is retried after the first backoff (0.2 s), not failed."""
+    pipeline, _, store, _, clock = make(tmp_path)
+    failed: set[str] = set()
+
+    def fail_first_head(path: str) -> None:
+        if path not in failed:
+            failed.add(path)
+            raise Transient("OBS 503", reason="obs_unavailable")
+
+    store.on_head = fail_first_head
+    started = clock.now
+    result = await pipeline.run_batch(request([1]))
+    assert result.info is not None and result.info.totals.verified == 1
+    assert store.heads == 2 and clock.now - started == pytest.approx(0.2)
+
+
+async def test_obs_failing_for_the_whole_grace_defers_the_chunk(tmp_path: Path) -> None:
+    """OBS failing on every HEAD of the grace leaves the chunk exported for a later pass, not failed."""
+    pipeline, _, store, ledger, clock = make(tmp_path)
+
+    def always_fail(_path: str) -> None:
+        raise Transient("OBS 503", reason="obs_unavailable")
+
+    store.on_head = always_fail
+    started = clock.now
+    result = await pipeline.run_batch(request([1]))
+    assert not result.done and "obs_unavailable" in result.reason
+    assert clock.now - started == pytest.approx(10)
+    assert 2 < store.heads < 10, "backed off, bounded by the grace"
+    assert [c.state for c in ledger.chunk_rows["b1"]] == [ChunkState.EXPORTED]
+
+
 async def test_empty_zip_fails_with_reason(tmp_path: Path) -> None:
     """A zero-byte object is not a verified export."""
     pipeline, _, store, _, _ = make(tmp_path)
