@@ -85,12 +85,10 @@ class BatchQueue(Protocol):
     """Durable queue of batch messages with leases (at-least-once delivery)."""
 
     async def put(self, batch_id: str, body: str, identity: str = "") -> PutResult:
-        """Enqueue, remembering `identity` (what makes the batch this batch) with the batch ID.
-
-        When a message for `batch_id` was accepted before, nothing is enqueued and the result carries the
+        """Enqueue, remembering `identity` (what makes the batch this batch) with the batch ID. When a
+        message for `batch_id` was accepted before, nothing is enqueued and the result carries the
         identity recorded then (empty for records older than identities), so the caller can tell a
-        harmless repeat from a reused ID with other content.
-        """
+        harmless repeat from a reused ID with other content."""
         ...
 
     async def claim(self, consumer: str, lease_seconds: float) -> Claim | None:
@@ -201,8 +199,10 @@ class DliApi(Protocol):
         """Export the selected jobs; raises Transient / Permanent / AuthError."""
         ...
 
-    def list_jobs(self, project_id: str, filters: ListFilters | None = None) -> AsyncIterator[JobSummary]:
-        """Every job matching the filters, page after page."""
+    def list_jobs(
+        self, project_id: str, filters: ListFilters | None = None, *, ahead: int = 0
+    ) -> AsyncIterator[JobSummary]:
+        """Every job matching the filters, page after page (`ahead`: later pages requested meanwhile)."""
         ...
 
 

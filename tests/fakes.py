@@ -214,7 +214,7 @@ class FakeDli:
         return ExportResult(is_success=True, zip_files=[path])
 
     async def list_jobs(
-        self, project_id: str, filters: ListFilters | None = None
+        self, project_id: str, filters: ListFilters | None = None, *, ahead: int = 0
     ) -> AsyncIterator[JobSummary]:
         for job_id in range(1, self.known + 1):
             if job_id not in self.missing:

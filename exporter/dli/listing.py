@@ -5,10 +5,17 @@ and those must not be yielded again. Only the last pages' jobs can shift that wa
 `REMEMBERED_PAGES` pages of jobs are created between two page requests), so only their IDs are kept: a
 million-job listing holds two pages of IDs, not a million. The total is not trusted as an end mark either
 (it changes too); the first short page ends the listing.
+
+With `ahead > 0` the next pages are requested while one is read, up to `ahead` at once and never past the
+total the last page stated: `ahead` times the pages per second at a given latency. The server may then
+answer the pages out of order, and a job created between two of them can push a job past a page already
+answered: such a listing can miss jobs, so it is only for a caller that checks what it did not find
+(the migration's confirm). Planning pages one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +26,7 @@ from exporter.dli.responses import JobPage
 from exporter.errors import Transient
 from exporter.models import JobSummary
 
-__all__ = ["MAX_STALE_PAGES", "REMEMBERED_PAGES", "FetchPage", "ListingProgress", "list_pages"]
+__all__ = ["MAX_STALE_PAGES", "REMEMBERED_PAGES", "FetchPage", "ListingProgress", "PageWindow", "list_pages"]
 
 log = structlog.get_logger(__name__)
 
@@ -76,22 +83,68 @@ class ListingProgress:
         self.offset += page_length
 
 
-async def list_pages(fetch_page: FetchPage, page_size: int) -> AsyncIterator[JobSummary]:
-    """Every job of the listing `fetch_page` pages through, each once; stops at the first short page."""
+class PageWindow:
+    """The pages after the one being read, requested ahead: at most `ahead` in flight, all below the last
+    stated total. A page is handed out in the order asked; a page asked for at an offset nobody expected
+    (a server answering more than `limit` jobs) drops what was requested ahead and starts again there."""
+
+    __slots__ = ("_ahead", "_fetch", "_page_size", "_pending", "_total")
+
+    def __init__(self, fetch_page: FetchPage, page_size: int, ahead: int) -> None:
+        self._fetch = fetch_page
+        self._page_size = page_size
+        self._ahead = ahead
+        self._pending: dict[int, asyncio.Task[JobPage]] = {}
+        self._total = 0
+
+    async def page_at(self, offset: int) -> JobPage:
+        """The page at `offset`; the pages after it are requested before this one is awaited."""
+        task = self._pending.pop(offset, None)
+        if task is None:
+            await self.close()
+            task = asyncio.ensure_future(self._fetch(offset))
+        self._fill(offset + self._page_size)
+        page = await task
+        self._total = page.total_count or 0
+        self._fill(offset + self._page_size)
+        return page
+
+    def _fill(self, offset: int) -> None:
+        while len(self._pending) < self._ahead and offset < self._total:
+            if offset not in self._pending:
+                self._pending[offset] = asyncio.ensure_future(self._fetch(offset))
+            offset += self._page_size
+
+    async def close(self) -> None:
+        """Cancel what was requested ahead and not read (their errors are not the caller's any more)."""
+        pending, self._pending = list(self._pending.values()), {}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # a cancel of our own still propagates
+
+
+async def list_pages(fetch_page: FetchPage, page_size: int, *, ahead: int = 0) -> AsyncIterator[JobSummary]:
+    """Every job of the listing `fetch_page` pages through, each once; stops at the first short page.
+    `ahead`: how many later pages may be requested while one is read (see the module's note)."""
     progress = ListingProgress()
-    while True:
-        page = await fetch_page(progress.offset)
-        new_jobs = progress.take_new(page.jobs)
-        for job in new_jobs:
-            yield job
-        log.debug(
-            "dli.list.page",
-            offset=progress.offset,
-            jobs=len(page.jobs),
-            new=len(new_jobs),
-            total_count=page.total_count,
-            request_id=page.request_id,
-        )
-        if len(page.jobs) < page_size:
-            return
-        progress.advance(len(page.jobs), len(new_jobs), page.request_id)
+    window = PageWindow(fetch_page, page_size, ahead) if ahead > 0 else None
+    try:
+        while True:
+            page = await (fetch_page(progress.offset) if window is None else window.page_at(progress.offset))
+            new_jobs = progress.take_new(page.jobs)
+            for job in new_jobs:
+                yield job
+            log.debug(
+                "dli.list.page",
+                offset=progress.offset,
+                jobs=len(page.jobs),
+                new=len(new_jobs),
+                total_count=page.total_count,
+                request_id=page.request_id,
+            )
+            if len(page.jobs) < page_size:
+                return
+            progress.advance(len(page.jobs), len(new_jobs), page.request_id)
+    finally:
+        if window is not None:
+            await window.close()

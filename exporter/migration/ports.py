@@ -46,8 +46,11 @@ class DliImporter(Protocol):
         """GET /v1.0/{project_id}/streaming/jobs/{job_id}; None when DLI says it does not exist."""
         ...
 
-    def list_jobs(self, project_id: str, filters: ListFilters | None = None) -> AsyncIterator[JobSummary]:
-        """Every job of the project (the same listing as exports use)."""
+    def list_jobs(
+        self, project_id: str, filters: ListFilters | None = None, *, ahead: int = 0
+    ) -> AsyncIterator[JobSummary]:
+        """Every job of the project (the same listing as exports use); with `ahead` > 0, that many later
+        pages requested while one is read (faster, but it may miss a job created meanwhile)."""
         ...
 
 

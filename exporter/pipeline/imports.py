@@ -7,8 +7,9 @@ readable, 400) fails the chunk's jobs with DLI's code; a transient error or a lo
 step `copied` to be imported again on a later pass, which the job map makes safe.
 
 Confirm: every job the map says was imported must be in the target's listing, read once for the whole
-batch when its imports are done (one page per 100 jobs, not one call per job); one that is not there
-fails with IMPORT_NOT_FOUND.
+batch when its imports are done (one page per 100 jobs, not one call per job, several pages requested at
+once); a job the listing did not show is asked for by ID (a listing paging ahead can miss a job created
+meanwhile), and one DLI does not know fails with IMPORT_NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from exporter.models import ErrorInfo, ListFilters, split_obs_path
 from exporter.pipeline.copy import PART_SIZE
 from exporter.routes import Destination
 
-__all__ = ["ImportStage", "confirm_step"]
+__all__ = ["ImportStage", "confirm_step", "unlisted_ids"]
 
 log = structlog.get_logger("exporter.pipeline")
 
@@ -96,13 +97,23 @@ class ImportStage:
         return current
 
 
+def _imported_id(row: JobMapRow) -> int | None:
+    """The new job ID of a row the import says it made (or found), else None."""
+    imported = row.state == "imported" and row.new_job_id is not None and row.new_job_id > 0
+    return row.new_job_id if imported else None
+
+
+def unlisted_ids(step: MigrationStep, held: Collection[int]) -> list[int]:
+    """The new job IDs of the step's imported rows that are not among `held`."""
+    return [job_id for row in step.rows if (job_id := _imported_id(row)) is not None and job_id not in held]
+
+
 def confirm_step(step: MigrationStep, held: Collection[int], project_id: str) -> MigrationStep:
     """The step confirmed against the job IDs the target holds: an imported job not among them fails
     with IMPORT_NOT_FOUND."""
     rows: list[JobMapRow] = []
     for row in step.rows:
-        imported = row.state == "imported" and row.new_job_id is not None and row.new_job_id > 0
-        if imported and row.new_job_id not in held:
+        if _imported_id(row) is not None and row.new_job_id not in held:
             message = f"job {row.new_job_id} is not in project {project_id} after the import"
             error = ErrorInfo(code="IMPORT_NOT_FOUND", message=message)
             rows.append(row.model_copy(update={"state": "failed", "error": error}))

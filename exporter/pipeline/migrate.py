@@ -17,7 +17,7 @@ from exporter.migration.models import MigrationStep, StepState
 from exporter.migration.ports import DliImporter, MigrationLedger, ObjectCopier
 from exporter.models import BatchInfo, ChunkRecord, ChunkState, ZipRecord
 from exporter.pipeline.copy import CopyStage
-from exporter.pipeline.imports import ImportStage, confirm_step
+from exporter.pipeline.imports import ImportStage, confirm_step, unlisted_ids
 from exporter.pipeline.passes import PassLog
 from exporter.pipeline.snapshots import SnapshotKeeper
 from exporter.ports import RegionClients
@@ -26,6 +26,10 @@ from exporter.routes import Destination
 __all__ = ["MigrateStage", "verified_part"]
 
 log = structlog.get_logger("exporter.pipeline")
+
+# Pages of the target's listing the confirm requests while it reads one: the listing takes its pages'
+# latency once per this many pages instead of once per page.
+CONFIRM_PAGES_AHEAD = 8
 
 
 class _Stale(Exception):
@@ -111,12 +115,16 @@ class MigrateStage:
         destination = batch.migration
         if destination is None or target.importer is None:
             return 0
-        held = {job.job_id async for job in target.importer.list_jobs(destination.project_id)}
+        importer, project_id = target.importer, destination.project_id
+        held = {job.job_id async for job in importer.list_jobs(project_id, ahead=CONFIRM_PAGES_AHEAD)}
         confirmed = 0
         async for step in self._migrations.steps(batch.batch_id):
             if step.state is not StepState.IMPORTED:
                 continue
-            if await self._migrations.save_step(confirm_step(step, held, destination.project_id), step):
+            for job_id in unlisted_ids(step, held):  # rare: looked up one by one before it is failed
+                if await importer.get_job(project_id, job_id) is not None:
+                    held.add(job_id)
+            if await self._migrations.save_step(confirm_step(step, held, project_id), step):
                 metrics.labelled(metrics.CHUNKS, "migration_confirmed").inc()
                 confirmed += 1
         return confirmed
