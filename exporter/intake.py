@@ -7,6 +7,7 @@ Everything here is pure and raises only `InvalidInput` with a message a person c
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -33,6 +34,8 @@ FILTER_FLAGS = ("status", "job_type", "queue_name", "name", "user_name")
 
 
 _MAX_JOB_ID_DIGITS = len(str(MAX_JOB_ID))
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def new_batch_id() -> str:
@@ -80,12 +83,20 @@ def parse_tags(pairs: Iterable[str]) -> str | None:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """`job_ids.3: Input should be greater than or equal to 1` lines, without echoing huge inputs."""
+    """`job_ids.3: Input should be greater than or equal to 1` lines, without echoing huge inputs. One
+    line whatever the message held: a key of the sender's own is quoted, control characters escaped."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "message"
+        location = ".".join(_location_part(part) for part in item["loc"]) or "message"
         parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts[:10]) + (f" (and {len(parts) - 10} more)" if len(parts) > 10 else "")
+    text = "; ".join(parts[:10]) + (f" (and {len(parts) - 10} more)" if len(parts) > 10 else "")
+    return _CONTROL.sub(lambda m: json.dumps(m.group())[1:-1], text)
+
+
+def _location_part(part: int | str) -> str:
+    """A field name or index as it is; any other key (the sender's) quoted and cut to 40 characters."""
+    text = str(part)
+    return text if _PLAIN_KEY.fullmatch(text) else json.dumps(text[:40])
 
 
 def _first_field(error: ValidationError) -> str | None:

@@ -115,7 +115,7 @@ class BatchRequest(BaseModel):
         if self.select_all and self.job_ids:
             raise ValueError("give either job_ids or select_all, not both")
         if not self.select_all and not self.job_ids:
-            raise ValueError("the selection is empty: give at least one job ID, or select_all")
+            raise ValueError("the selection is empty: give at least one ID in job_ids, or select_all")
         if self.filters is not None and not self.select_all:
             raise ValueError("filters apply only with select_all")
         if self.job_ids:

@@ -10,7 +10,8 @@ from typing import Any
 
 from exporter.app import open_runtime
 from exporter.logs import configure_logging
-from exporter.models import BatchRequest
+from exporter.models import BatchRequest, ListFilters
+from exporter.simulator.jobs import job_status, job_type
 from exporter.submission import submit_batch
 
 ALL_FAULTS = {
@@ -145,13 +146,27 @@ async def test_redelivered_finished_batch_makes_no_export_calls(stack: Any) -> N
 
 
 async def test_select_all_with_filters_expands_through_listing(stack: Any) -> None:
-    """`--all` pages through DLI's listing and exports exactly the jobs it lists."""
+    """`select_all` with filters pages through DLI's listing (230 jobs, more than two pages) and exports
+    exactly the jobs matching them; without filters, every job."""
+    filters = ListFilters(status="job_running", job_type="flink_sql_job")
+    wanted = [j for j in range(1, 231) if job_status(j) == "job_running" and job_type(j) == "flink_sql_job"]
+    assert 0 < len(wanted) < 115, "the filters select a proper subset"
     async with stack(jobs=230) as s:
-        request = BatchRequest(
-            batch_id="all", project_id=s.settings.project_id, obs_dir=s.bucket, select_all=True, chunk_size=50
+        selected = BatchRequest(
+            batch_id="some",
+            project_id=s.settings.project_id,
+            obs_dir=s.bucket,
+            select_all=True,
+            filters=filters,
+            chunk_size=50,
         )
-        report = await run_campaign(s.settings, request)
-    assert report["totals"]["jobs"] == 230 and report["totals"]["verified"] == 230
+        report = await run_campaign(s.settings, selected)
+        every = await run_campaign(
+            s.settings, selected.model_copy(update={"batch_id": "all", "filters": None})
+        )
+    assert sorted(j for row in report["chunks"] for j in row["job_ids"]) == wanted
+    assert report["totals"]["verified"] == len(wanted)
+    assert every["totals"]["jobs"] == 230 and every["totals"]["verified"] == 230
 
 
 async def test_every_step_is_one_json_line_at_the_default_level(stack: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -105,29 +104,63 @@ def test_chunks_are_deterministic() -> None:
     assert len(plan_chunks(ids, 10)) == 3 and list(plan_chunks(ids, 10)[-1]) == ids[20:]
 
 
+def _accepted_or_refused_by(body: str | bytes, key: str | None) -> None:
+    """Parsing either gives a request that survives its own round trip through the queue, or refuses
+    with InvalidInput whose message is one readable line naming `key` (the field that was spoiled)."""
+    try:
+        request = parse_batch_message(body)
+    except InvalidInput as error:
+        refused: InvalidInput | None = error
+    else:
+        refused = None
+    if refused is not None:
+        text = str(refused)
+        assert text and "\n" not in text and "Traceback" not in text
+        assert key is None or key in text or (refused.field or "").startswith(key), text
+        return
+    assert parse_batch_message(request.model_dump_json()) == request
+    assert request.job_ids is None or all(0 < job_id < 2**63 for job_id in request.job_ids)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
 def test_message_parsing_raises_only_invalid_input(body: bytes) -> None:
-    """Whatever bytes arrive on the queue, parsing either succeeds or raises InvalidInput."""
-    with contextlib.suppress(InvalidInput):
-        parse_batch_message(body)
+    """Whatever bytes arrive on the queue, parsing gives a valid request or a one-line InvalidInput."""
+    _accepted_or_refused_by(body, None)
+
+
+_FIELDS = ["batch_id", "project_id", "obs_dir", "job_ids", "chunk_size", "filters"]
+_GARBAGE = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=5),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_FIELDS), _GARBAGE)
+def test_a_spoiled_field_is_refused_by_its_name_or_accepted_as_valid(key: str, value: object) -> None:
+    """A good message with one field replaced by garbage: refused naming that field, or (when the value
+    happens to be valid) accepted as a request that round-trips."""
+    _accepted_or_refused_by(json.dumps({**GOOD, key: value}), key)
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.dictionaries(
-        st.sampled_from(
-            ["batch_id", "project_id", "obs_dir", "job_ids", "select_all", "chunk_size", "filters"]
-        ),
-        st.one_of(
-            st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=5), st.booleans()
-        ),
-    )
-)
+@given(st.dictionaries(st.sampled_from([*_FIELDS, "select_all"]), _GARBAGE))
 def test_structured_garbage_raises_only_invalid_input(data: dict[str, object]) -> None:
     """JSON objects of the right keys but wrong values are refused with InvalidInput, never a crash."""
-    with contextlib.suppress(InvalidInput):
-        parse_batch_message(json.dumps(data))
+    _accepted_or_refused_by(json.dumps(data), None)
+
+
+def test_a_key_of_the_senders_own_is_quoted_on_one_line() -> None:
+    """An unknown key holding a newline cannot split the refusal (a dead-letter reason, a log line)."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_batch_message(json.dumps({**GOOD, "filters": {"x\nlevel=error fake": "1"}}))
+    assert str(refused.value) == 'filters."x\\nlevel=error fake": Extra inputs are not permitted'
+    assert refused.value.field == "filters"
 
 
 def test_empty_selection_flags_are_named() -> None:
