@@ -126,6 +126,39 @@ async def test_idle_worker_assists_a_running_batch(tmp_path: Path) -> None:
     assert queue.acked == []
 
 
+async def test_assisted_batches_are_forgotten_once_they_end(tmp_path: Path) -> None:
+    """A daemon that runs for months assists batch after batch: it remembers only the batches still
+    running (cooling down before the next assist), not every batch it ever helped."""
+    worker, _, _, ledger = make(tmp_path, chunk_ownership=True, assist=True, assist_cooldown=3600)
+    ids = [f"x{n}" for n in range(30)]
+    for batch_id in ids:
+        info = BatchInfo(
+            batch_id=batch_id, project_id="p1", obs_dir="bucket", chunk_size=5, created_at=0, updated_at=0
+        )
+        await ledger.create_batch(info, [[1, 2]])
+        await ledger.set_batch_state(batch_id, BatchState.RUNNING)
+    runner = asyncio.create_task(worker.run())
+
+    async def verified() -> int:
+        return sum([(await ledger.get_batch(b)).totals.verified for b in ids])  # type: ignore[union-attr]
+
+    for _ in range(5000):
+        if await verified() == 60:
+            break
+        await asyncio.sleep(0)
+    remembered_while_running = len(worker._assist_after)
+    for batch_id in ids:  # their owners finish them
+        await ledger.set_batch_state(batch_id, BatchState.COMPLETED)
+    for _ in range(1000):
+        if not worker._assist_after:
+            break
+        await asyncio.sleep(0)
+    worker.stop()
+    await asyncio.wait_for(runner, 5)
+    assert await verified() == 60 and remembered_while_running == 30
+    assert worker._assist_after == {}
+
+
 async def test_submit_plans_in_the_ledger_and_the_message_carries_no_ids(tmp_path: Path) -> None:
     """Submitted IDs go to the ledger at once; the queued message is small and the worker finishes it."""
     worker, queue, _, ledger = make(tmp_path)
