@@ -19,6 +19,7 @@ from exporter.pipeline import PipelineOptions
 from exporter.settings import Settings
 
 __all__ = [
+    "known_profiles",
     "pipeline_options",
     "plan_defaults",
     "profile_defaults",
@@ -111,10 +112,15 @@ def plan_defaults(settings: Settings) -> PlanDefaults:
         dli_endpoint_template=settings.dli_endpoint_template,
         obs_endpoint_template=settings.obs_endpoint_template,
         max_jobs=settings.max_jobs_per_batch,
-        profiles=frozenset({DEFAULT_PROFILE, *settings.credential_profiles})
-        if settings.credential_profiles
-        else None,
+        profiles=known_profiles(settings),
     )
+
+
+def known_profiles(settings: Settings) -> frozenset[str] | None:
+    """The credential profiles a submission may name, when these settings have any; None leaves the
+    check to the daemon."""
+    profiles = settings.credential_profiles
+    return frozenset({DEFAULT_PROFILE, *profiles}) if profiles else None
 
 
 def profile_specs(settings: Settings) -> dict[str, ProfileSpec]:

@@ -15,15 +15,18 @@ import click
 from pydantic import ValidationError
 
 from exporter.app import open_stores
+from exporter.campaign.profiles import with_profile
 from exporter.campaign.spec import Problems, RegionSpec, region_route
 from exporter.commands.common import command_settings, run_command
 from exporter.commands.selection import require_one_selection, selection_options
+from exporter.credentials.spec import check_profile_name
 from exporter.errors import InvalidInput
 from exporter.intake import describe_validation_error, request_from_flags
 from exporter.models import BatchRequest
 from exporter.routes import Destination, OnConflict, RegionRoute
 from exporter.settings import Settings
 from exporter.submission import submit_batch
+from exporter.wiring import known_profiles
 
 __all__ = ["migrate"]
 
@@ -54,6 +57,8 @@ def route_of(region: str | None, settings: Settings, flag: str) -> RegionRoute |
 @click.option("--from-region", help="The source project's region (endpoints from the templates).")
 @click.option("--to-region", help="The target project's region.")
 @click.option("--to-obs-dir", help="Where the target reads the ZIPs (copied there); default: --obs-dir.")
+@click.option("--from-credentials", help="Credential profile signing the export side (needs --from-region).")
+@click.option("--to-credentials", help="Credential profile signing the import side (needs --to-region).")
 @click.option(
     "--on-conflict",
     type=click.Choice([choice.value for choice in OnConflict]),
@@ -87,17 +92,42 @@ def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:
         chunk_size=settings.chunk_size,
         max_jobs=settings.max_jobs_per_batch,
     )
+    known = known_profiles(settings)
+    target = route_of(flags["to_region"], settings, "--to-region")
     try:
         destination = Destination(
             project_id=flags["to_project"],
-            region=route_of(flags["to_region"], settings, "--to-region"),
+            region=signed_by(target, flags["to_credentials"], "--to-credentials", "--to-region", known),
             obs_dir=flags["to_obs_dir"],
             on_conflict=OnConflict(flags["on_conflict"]),
         )
     except ValidationError as error:
         raise InvalidInput(f"destination: {describe_validation_error(error)}", field="to_project") from None
-    region = route_of(flags["from_region"], settings, "--from-region")
+    source = route_of(flags["from_region"], settings, "--from-region")
+    region = signed_by(source, flags["from_credentials"], "--from-credentials", "--from-region", known)
     return request.model_copy(update={"migration": destination, "region": region})
+
+
+def signed_by(
+    route: RegionRoute | None, name: str | None, flag: str, region_flag: str, known: frozenset[str] | None
+) -> RegionRoute | None:
+    """The route signed with profile `name`; InvalidInput naming `flag` for an invalid or unknown name,
+    or for a profile without a region (the default endpoints always sign with the default profile)."""
+    if name is None:
+        return route
+    field = flag.lstrip("-").replace("-", "_")
+    try:
+        check_profile_name(name)
+    except ValueError as error:
+        raise InvalidInput(f"{flag}: {error}", field=field) from None
+    if route is None:
+        raise InvalidInput(
+            f"{flag} needs {region_flag}: without a region the default profile signs", field=field
+        )
+    if known is not None and name not in known:
+        listed = ", ".join(sorted(known))
+        raise InvalidInput(f"{flag}: unknown credential profile {name!r} (known: {listed})", field=field)
+    return with_profile(route, name)
 
 
 def _result(request: BatchRequest, *, accepted: bool) -> dict[str, Any]:
