@@ -27,7 +27,9 @@ Two sources of truth, best first:
    and spent a sixth of its time paused; measured in bench/adaptive.py.
 
 If a 429 restates the limit we already pace below, the budget is shared (a "user" policy
-across replicas): we stop trusting it as ours alone and search below it as a ceiling.
+across replicas): we stop trusting it as ours alone and search below it as a ceiling. Not while the
+gateway's window can still hold requests sent before we paced at the limit (one window and the
+cooldown after we began to trust it): those 429s are the crossing itself, seen late.
 """
 
 from __future__ import annotations
@@ -148,11 +150,14 @@ class RateController:
 
     def on_throttled(self, now: float, stated: StatedLimit | None) -> Adjustment | None:
         """React to a 429 at once; repeats inside ``cooldown`` are the same burst, so ignored."""
-        pace = None if stated is None else stated.per_second * (1.0 - self.headroom)
-        if pace is not None and not (self.trusted and pace == self.ceiling):
-            self.ceiling, self.trusted, self._last_throttle = pace, True, now
-            self.slow_start = False
-            return self._change(now, self._clamp(pace), "stated_limit")
+        if stated is not None:
+            pace = stated.per_second * (1.0 - self.headroom)
+            if not (self.trusted and pace == self.ceiling):
+                self.ceiling, self.trusted, self._last_throttle = pace, True, now
+                self.slow_start = False
+                return self._change(now, self._clamp(pace), "stated_limit")
+            if now - self._last_throttle < stated.window_seconds + self.cooldown:
+                return None  # the gateway's window still counts what was sent before we paced at its limit
         if now - self._last_throttle < self.cooldown:
             return None
         self.trusted, self._last_throttle = False, now

@@ -94,6 +94,24 @@ def test_restated_limit_means_a_shared_budget_so_search_below_it() -> None:
     assert ctl.rate == pytest.approx(36.0)  # the stated pace stays a ceiling
 
 
+def test_a_restated_limit_while_the_window_still_holds_the_crossing_is_not_a_shared_budget() -> None:
+    """Requests sent before we paced at the stated limit stay in the gateway's window for one window:
+    their 429s, restating the limit, keep the limit trusted; one after the window drained does not."""
+    ctl = controller()
+    ctl.on_throttled(0.0, StatedLimit(40, 1.0, "user"))
+    assert ctl.on_throttled(1.5, StatedLimit(40, 1.0, "user")) is None  # past the cooldown, in the window
+    assert ctl.trusted and ctl.rate == pytest.approx(36.0)
+    shared = ctl.on_throttled(2.5, StatedLimit(40, 1.0, "user"))
+    assert shared is not None and shared.reason == "throttled" and not ctl.trusted
+
+
+def test_a_minute_window_keeps_its_crossing_for_a_minute() -> None:
+    ctl = controller()
+    ctl.on_throttled(0.0, StatedLimit(600, 60.0, "user"))
+    assert all(ctl.on_throttled(t, StatedLimit(600, 60.0, "user")) is None for t in (2.0, 30.0, 60.5))
+    assert ctl.trusted and ctl.rate == pytest.approx(9.0)
+
+
 def test_the_first_unstated_throttle_ends_slow_start_at_what_the_window_held() -> None:
     """Doubling per second, the sliding window held rate x (1 - 1/2) / ln 2 when it refused."""
     ctl = controller(start=5.0)
