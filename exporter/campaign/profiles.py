@@ -17,7 +17,7 @@ from exporter.campaign.spec import CampaignSpec, Problems, TargetSpec
 from exporter.credentials.spec import check_profile_name
 from exporter.routes import RegionRoute
 
-__all__ = ["check_profiles", "with_profile"]
+__all__ = ["check_profiles", "profile_problem", "with_profile"]
 
 
 def with_profile(route: RegionRoute | None, name: str | None) -> RegionRoute | None:
@@ -30,17 +30,22 @@ def with_profile(route: RegionRoute | None, name: str | None) -> RegionRoute | N
         return route
 
 
-def _check(where: str, name: str | None, known: Collection[str] | None, problems: Problems) -> None:
-    if name is None:
-        return
+def profile_problem(name: str, known: Collection[str] | None, hint: str = "") -> str | None:
+    """Why a submission may not name profile `name` (an invalid name, or one `known` lacks), or None.
+    `hint` ends the list of known profiles (where they are defined)."""
     try:
         check_profile_name(name)
     except ValueError as error:
-        problems.add(where, str(error))
-        return
+        return str(error)
     if known is not None and name not in known:
-        listed = ", ".join(sorted(known))
-        problems.add(where, f"unknown credential profile {name!r} (known: {listed}; see [credentials.NAME])")
+        return f"unknown credential profile {name!r} (known: {', '.join(sorted(known))}{hint})"
+    return None
+
+
+def _check(where: str, name: str | None, known: Collection[str] | None, problems: Problems) -> None:
+    problem = None if name is None else profile_problem(name, known, "; see [credentials.NAME]")
+    if problem is not None:
+        problems.add(where, problem)
 
 
 def _check_target(label: str, target: TargetSpec, known: Collection[str] | None, problems: Problems) -> None:

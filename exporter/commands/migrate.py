@@ -15,11 +15,10 @@ import click
 from pydantic import ValidationError
 
 from exporter.app import open_stores
-from exporter.campaign.profiles import with_profile
+from exporter.campaign.profiles import profile_problem, with_profile
 from exporter.campaign.spec import Problems, RegionSpec, region_route
 from exporter.commands.common import command_settings, run_command
 from exporter.commands.selection import require_one_selection, selection_options
-from exporter.credentials.spec import check_profile_name
 from exporter.errors import InvalidInput
 from exporter.intake import describe_validation_error, request_from_flags
 from exporter.models import BatchRequest
@@ -111,22 +110,18 @@ def _request(settings: Settings, flags: dict[str, Any]) -> BatchRequest:
 def signed_by(
     route: RegionRoute | None, name: str | None, flag: str, region_flag: str, known: frozenset[str] | None
 ) -> RegionRoute | None:
-    """The route signed with profile `name`; InvalidInput naming `flag` for an invalid or unknown name,
-    or for a profile without a region (the default endpoints always sign with the default profile)."""
+    """The route signed with profile `name`; InvalidInput naming `flag` for a profile without a region
+    (the default endpoints always sign with the default profile), or an invalid or unknown name."""
     if name is None:
         return route
     field = flag.lstrip("-").replace("-", "_")
-    try:
-        check_profile_name(name)
-    except ValueError as error:
-        raise InvalidInput(f"{flag}: {error}", field=field) from None
     if route is None:
         raise InvalidInput(
             f"{flag} needs {region_flag}: without a region the default profile signs", field=field
         )
-    if known is not None and name not in known:
-        listed = ", ".join(sorted(known))
-        raise InvalidInput(f"{flag}: unknown credential profile {name!r} (known: {listed})", field=field)
+    problem = profile_problem(name, known)
+    if problem is not None:
+        raise InvalidInput(f"{flag}: {problem}", field=field)
     return with_profile(route, name)
 
 

@@ -14,11 +14,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import structlog
 
+from exporter.attempts import ReplayFirst
 from exporter.clock import SystemClock
 from exporter.credentials.source import CredentialSource, StaticSource
 from exporter.dli.import_responses import parse_import_response, parse_job_detail_response
@@ -62,22 +62,6 @@ class _AuthRenewal:
     """Per call: the 401 path (refresh or re-sign, then one more try) is taken at most once."""
 
     used: bool = False
-
-
-class _ReplayFirstFailure:
-    """An attempt function for tenacity whose first call re-raises a failure that already happened."""
-
-    __slots__ = ("_attempt", "_failure")
-
-    def __init__(self, failure: Transient, attempt: Callable[..., Awaitable[Any]]) -> None:
-        self._failure: Transient | None = failure
-        self._attempt = attempt
-
-    async def __call__(self, *args: Any) -> Any:
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-        return await self._attempt(*args)
 
 
 class DliClient:
@@ -191,7 +175,7 @@ class DliClient:
         try:
             return await self._attempt(request, parse, renewal)
         except Transient as first_failure:
-            replay = _ReplayFirstFailure(first_failure, self._attempt)
+            replay: ReplayFirst[ResultT] = ReplayFirst(self._attempt, first_failure)
         retrying = self._policy.retrying(self._clock, request.operation, started_at=started)
         result: ResultT = await retrying(replay, request, parse, renewal)
         return result

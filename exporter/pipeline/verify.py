@@ -13,6 +13,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_result
 
 from exporter import metrics
+from exporter.attempts import ReplayFirst
 from exporter.errors import Permanent, Transient
 from exporter.models import ChunkRecord, ChunkState, ErrorInfo, ObjectInfo, Segment, ZipRecord, split_obs_path
 from exporter.pipeline.passes import PassLog, save_forward
@@ -114,31 +115,23 @@ class VerifyStage:
     async def _head_within_grace(self, bucket: str, key: str) -> ObjectInfo | None:
         """None when the object is still missing at the end of the grace; _Deferred when OBS kept failing.
 
-        The first HEAD runs outside tenacity (setting its loop up cost more CPU than an in-process HEAD
-        itself); only a miss or a transient error starts the loop, which counts it as its first attempt.
+        The first HEAD runs outside tenacity (`exporter.attempts`): only a miss or a transient error
+        starts the loop, which takes it as its own first attempt.
         """
         deadline = self._clock.monotonic() + self._grace
+        first: ObjectInfo | Transient | None
         try:
-            found = await self._store.head(bucket, key)
+            first = await self._store.head(bucket, key)
         except Transient as error:
-            return await self._retry_head(bucket, key, deadline, error)
-        if found is not None:
-            return found
-        return await self._retry_head(bucket, key, deadline, None)
+            first = error
+        if isinstance(first, ObjectInfo):
+            return first
+        return await self._retry_head(ReplayFirst(self._store.head, first), bucket, key, deadline)
 
     async def _retry_head(
-        self, bucket: str, key: str, deadline: float, first: Transient | None
+        self, head: ReplayFirst[ObjectInfo | None], bucket: str, key: str, deadline: float
     ) -> ObjectInfo | None:
-        """The grace loop after a first HEAD that missed (None) or failed (`first`), replayed as attempt 1."""
-        replay: list[Transient | None] = [first]
-
-        async def head() -> ObjectInfo | None:
-            if replay:
-                error = replay.pop()
-                if error is not None:
-                    raise error
-                return None
-            return await self._store.head(bucket, key)
+        """The grace loop, after a first HEAD that missed or failed (`head` replays it)."""
 
         def wait(state: RetryCallState) -> float:
             backoff = min(_FIRST_DELAY * 2.0 ** (state.attempt_number - 1), _MAX_DELAY)
@@ -151,7 +144,7 @@ class VerifyStage:
             sleep=self._clock.sleep,
             retry_error_callback=_last_outcome,
         )
-        found: ObjectInfo | None = await retrying(head)
+        found: ObjectInfo | None = await retrying(head, bucket, key)
         return found
 
     async def _deep_check(self, bucket: str, key: str, size: int) -> str | None:
